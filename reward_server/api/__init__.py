@@ -1,0 +1,1 @@
+"""The HTTP layer: app factory (the composition root), routes, error handlers."""

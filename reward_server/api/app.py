@@ -1,0 +1,100 @@
+"""The app factory: the only composition root. It builds every serving object from
+:class:`~reward_server.config.ServerSettings` and wires them into one FastAPI app."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from reward_server import __version__
+from reward_server.api.context import AppContext
+from reward_server.api.errors import register_error_handlers
+from reward_server.api.middleware import (
+    BearerAuthMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+)
+from reward_server.api.routes import router
+from reward_server.config import ServerSettings, load_config
+from reward_server.service import RewardService, ServiceOptions
+from reward_server.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from reward_server.certainty import CertaintyScorer
+
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+SETTINGS_ENV = "SHOP_R1_SETTINGS_JSON"
+
+
+def build_scorer_from(settings: ServerSettings, telemetry: Telemetry) -> CertaintyScorer | None:
+    """The model scorer the settings ask for, or None for a rules-only server."""
+    if settings.model == "none":
+        return None
+    from reward_server.certainty import build_scorer
+
+    return build_scorer(
+        model=settings.model,
+        device=settings.device,
+        cache_dir=str(Path(settings.cache_dir).expanduser()),
+        max_batch_tokens=settings.max_batch_tokens,
+        max_queue_items=settings.max_queue_items,
+        max_wait_ms=settings.max_wait_ms,
+        max_items_per_batch=settings.max_items_per_batch,
+        observer=telemetry,
+        reload_root=settings.reload_root,
+    )
+
+
+def create_app(
+    settings: ServerSettings | None = None, scorer: CertaintyScorer | None = None
+) -> FastAPI:
+    """Build the service. ``scorer`` overrides the one the settings would build (tests)."""
+    settings = (settings or ServerSettings()).check()
+    telemetry = Telemetry()
+    if scorer is None:
+        scorer = build_scorer_from(settings, telemetry)
+    service = RewardService(
+        load_config(settings.profile, settings.config_path),
+        scorer,
+        telemetry,
+        ServiceOptions(on_certainty_failure=settings.on_certainty_failure),
+    )
+    context = AppContext(settings=settings, service=service, scorer=scorer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await context.start()
+        try:
+            yield
+        finally:
+            await context.stop()
+
+    app = FastAPI(
+        title="shop-r1-reward",
+        version=__version__,
+        description="Shop-R1 rewards (format, hierarchical action, self-certainty) over HTTP.",
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.include_router(router)
+    register_error_handlers(app)
+    # Added innermost first: metrics see every response, auth runs before the body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(
+            BearerAuthMiddleware, api_key=settings.api_key, public_paths=PUBLIC_PATHS
+        )
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers (``--factory``): settings arrive as JSON in
+    ``SHOP_R1_SETTINGS_JSON``, written by ``shop-r1-reward serve``."""
+    return create_app(ServerSettings.model_validate(json.loads(os.environ[SETTINGS_ENV])))

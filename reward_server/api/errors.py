@@ -1,0 +1,120 @@
+"""Every error the API returns, in one shape, mapped from exception classes in one place.
+
+Shape: ``{"error": {"message", "type", "param", "code"}}``. 422 malformed body or invalid
+ground truth (``param`` names the field and item index), 401 missing or wrong API key,
+403 a state-changing endpoint that is disabled, 413 over a limit, 429 scorer queue full
+(Retry-After), 503 not ready (Retry-After), 504 deadline passed while queued, 500 a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from reward_server import telemetry
+from reward_server.certainty.types import (
+    ScorerDeadlineExceeded,
+    ScorerNotReady,
+    ScorerOverloaded,
+)
+from reward_server.protocol import describe_validation_error
+from reward_server.service import CertaintyUnavailable, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised by routes and middleware."""
+
+    status = 400
+    kind = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class Unauthorized(ApiError):
+    status, kind = 401, "authentication_error"
+
+
+class Forbidden(ApiError):
+    status, kind = 403, "permission_error"
+
+
+class PayloadTooLarge(ApiError):
+    status, kind = 413, "payload_too_large"
+
+
+class NotReady(ApiError):
+    status, kind = 503, "not_ready"
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    status: int
+    kind: str
+
+
+_STATUS_OF: dict[type[BaseException], _Mapping] = {
+    InvalidRequest: _Mapping(422, "invalid_request_error"),
+    ScorerOverloaded: _Mapping(429, "overloaded"),
+    ScorerNotReady: _Mapping(503, "not_ready"),
+    CertaintyUnavailable: _Mapping(503, "scorer_unavailable"),
+    ScorerDeadlineExceeded: _Mapping(504, "deadline_exceeded"),
+}
+
+
+def error_response(
+    status: int,
+    kind: str,
+    message: str,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> JSONResponse:
+    """The one error shape; every error path goes through here."""
+    telemetry.ERRORS.labels(kind).inc()
+    headers = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def response_for(exc: BaseException) -> JSONResponse:
+    """Map an exception to its error response (500 for anything unexpected: a bug)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.kind, exc.message, exc.param, exc.retry_after)
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        param, message = describe_validation_error(errors[0]) if errors else ("body", "invalid")
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more errors)"
+        return error_response(422, "invalid_request_error", message, param)
+    for cls, mapping in _STATUS_OF.items():
+        if isinstance(exc, cls):
+            retry = getattr(exc, "retry_after", None)
+            if mapping.status == 503 and retry is None:
+                retry = 5.0
+            param = getattr(exc, "param", None)
+            return error_response(mapping.status, mapping.kind, str(exc), param, retry)
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error (a bug: please report)")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Route every exception class through :func:`response_for`."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
+
+    for cls in (ApiError, RequestValidationError, *_STATUS_OF, Exception):
+        app.add_exception_handler(cls, handle)

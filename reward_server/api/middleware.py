@@ -1,0 +1,114 @@
+"""Pure ASGI middleware: request metrics, bearer-key auth, request body limit.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming bodies are counted as they arrive and a
+body over the limit is refused before it is read whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from reward_server import telemetry
+from reward_server.api.errors import PayloadTooLarge, error_response
+
+
+class MetricsMiddleware:
+    """Latency by route template and status, and the in-flight gauge."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        telemetry.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            telemetry.IN_FLIGHT.dec()
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            telemetry.REQUEST_SECONDS.labels(label, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+class BearerAuthMiddleware:
+    """Requires ``Authorization: Bearer <key>`` except on the public probe paths.
+
+    Both sides are hashed before ``hmac.compare_digest`` so the comparison takes the same
+    time whatever the presented key's length or common prefix.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, public_paths: Iterable[str]) -> None:
+        self.app = app
+        self.expected = _digest(api_key.encode())
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        presented = token.strip() if scheme.lower() == b"bearer" else b""
+        if not hmac.compare_digest(_digest(presented), self.expected):
+            response = error_response(401, "authentication_error", "missing or invalid API key")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a declared Content-Length over the limit (nothing read) or, for a
+    streamed body, as soon as the bytes received pass it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = error_response(
+                413, "payload_too_large",
+                f"request body over the limit of {self.max_bytes} bytes", "body",
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(
+                        f"request body over the limit of {self.max_bytes} bytes", "body"
+                    )
+            return message
+
+        await self.app(scope, receive if declared is not None else counting_receive, send)

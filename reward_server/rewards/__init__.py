@@ -1,0 +1,39 @@
+"""The pure reward core (REWARD_SPEC sections 2, 3, 5, 6): no torch, no web, no I/O."""
+
+from reward_server.rewards.action import action_reward
+from reward_server.rewards.errors import CompletionTypeError, GroundTruthError, RewardInputError
+from reward_server.rewards.metrics import EvalMetrics, evaluate, exact_match
+from reward_server.rewards.parsing import parse_completion, parse_ground_truth
+from reward_server.rewards.rubric import compose_reward, score_batch, score_completion
+from reward_server.rewards.similarity import rouge_l_f1, rouge_tokens
+from reward_server.rewards.types import (
+    ACTION_TYPES,
+    Action,
+    ActionReward,
+    FormatFailure,
+    ParsedCompletion,
+    RewardBreakdown,
+)
+
+__all__ = [
+    "ACTION_TYPES",
+    "Action",
+    "ActionReward",
+    "CompletionTypeError",
+    "EvalMetrics",
+    "FormatFailure",
+    "GroundTruthError",
+    "ParsedCompletion",
+    "RewardBreakdown",
+    "RewardInputError",
+    "action_reward",
+    "compose_reward",
+    "evaluate",
+    "exact_match",
+    "parse_completion",
+    "parse_ground_truth",
+    "rouge_l_f1",
+    "rouge_tokens",
+    "score_batch",
+    "score_completion",
+]

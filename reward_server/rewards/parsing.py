@@ -1,0 +1,262 @@
+"""Completion text -> parsed action, or a format-failure reason (REWARD_SPEC section 2).
+
+Strict mode (default): after stripping surrounding white space the completion is exactly
+one JSON object with exactly the keys ``rationale`` and ``action``; ``rationale`` is a
+non-blank string; ``action`` is an object with a known ``type``, no keys beyond
+``type``/``name``/``text``, and string ``name``/``text`` where present. Duplicate keys,
+``NaN``/``Infinity`` literals and trailing text are failures too: each makes "the" value of
+a key ambiguous or is not JSON.
+
+Lenient mode also accepts a Markdown fence or prose around the object (the first balanced
+top-level object is used) and ignores unknown keys (the last duplicate wins).
+
+The top-level object is walked key by key (the values themselves are decoded by the C
+scanner) so the character span of the rationale's string value is known exactly: the
+self-certainty reward is computed over the tokens overlapping it.
+
+>>> parse_completion('{"rationale": "I buy it.", "action": {"type": "terminate"}}').action
+Action(type='terminate', name='', text='')
+>>> parse_completion('[1]').reason
+'not_object'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from reward_server.rewards.errors import CompletionTypeError, GroundTruthError
+from reward_server.rewards.types import ACTION_TYPES, Action, FormatFailure, ParsedCompletion
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_TOP_LEVEL_KEYS = frozenset({"rationale", "action"})
+_ACTION_KEYS = frozenset({"type", "name", "text"})
+# Lenient mode tries at most this many '{' positions, so hostile text cannot make it quadratic.
+_LENIENT_MAX_ATTEMPTS = 64
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not valid JSON")
+
+
+def _pairs_strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKey(f"duplicate key {duplicate!r}")
+    return result
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_strict)
+_LENIENT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_scanstring = json.decoder.scanstring
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _skip_ws(text: str, index: int) -> int:
+    return _JSON_WS.match(text, index).end()  # type: ignore[union-attr]
+
+
+def _scan_object(
+    text: str, start: int, decoder: json.JSONDecoder
+) -> tuple[list[tuple[str, Any, int, int]], int]:
+    """Walk the object at ``text[start] == '{'``: (key, value, value_start, value_end)
+    for each member, and the index just past the closing brace."""
+    members: list[tuple[str, Any, int, int]] = []
+    index = _skip_ws(text, start + 1)
+    if text[index : index + 1] == "}":
+        return members, index + 1
+    while True:
+        if text[index : index + 1] != '"':
+            raise ValueError(f"expected a quoted key at character {index}")
+        key, index = _scanstring(text, index + 1, True)
+        index = _skip_ws(text, index)
+        if text[index : index + 1] != ":":
+            raise ValueError(f"expected ':' at character {index}")
+        value_start = _skip_ws(text, index + 1)
+        value, index = decoder.raw_decode(text, value_start)
+        members.append((key, value, value_start, index))
+        index = _skip_ws(text, index)
+        separator = text[index : index + 1]
+        if separator == "}":
+            return members, index + 1
+        if separator != ",":
+            raise ValueError(f"expected ',' or '}}' at character {index}")
+        index = _skip_ws(text, index + 1)
+
+
+def _decode_object(
+    text: str, start: int, decoder: json.JSONDecoder
+) -> tuple[list[tuple[str, Any, int, int]], int]:
+    try:
+        return _scan_object(text, start, decoder)
+    except _DuplicateKey as exc:
+        raise _Failure("duplicate_keys", str(exc)) from None
+    except RecursionError:
+        raise _Failure("not_json", "nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, int-conversion limits, NaN literals
+        raise _Failure("not_json", str(exc)) from None
+
+
+def _locate_strict(text: str) -> tuple[list[tuple[str, Any, int, int]], int, int]:
+    start = len(text) - len(text.lstrip())
+    end = len(text.rstrip())
+    if start >= end:
+        raise _Failure("not_json", "empty completion")
+    if text[start] != "{":
+        try:
+            value, stop = _STRICT_DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            raise _Failure("not_json", "the completion is not a JSON value") from None
+        if stop == end:
+            raise _Failure("not_object", f"top-level JSON value is a {type(value).__name__}")
+        raise _Failure("not_json", "the completion is not a single JSON object")
+    members, stop = _decode_object(text, start, _STRICT_DECODER)
+    if stop != end:
+        raise _Failure("not_json", f"extra text after the JSON object at character {stop}")
+    return members, start, stop
+
+
+def _locate_lenient(text: str) -> tuple[list[tuple[str, Any, int, int]], int, int]:
+    position = text.find("{")
+    first_failure: _Failure | None = None
+    for _ in range(_LENIENT_MAX_ATTEMPTS):
+        if position < 0:
+            break
+        try:
+            members, stop = _decode_object(text, position, _LENIENT_DECODER)
+            return members, position, stop
+        except _Failure as failure:
+            first_failure = first_failure or failure
+        position = text.find("{", position + 1)
+    if first_failure is not None:
+        raise first_failure
+    raise _Failure("not_json", "no JSON object found")
+
+
+def _nonblank(value: str) -> bool:
+    return bool(value) and not value.isspace()
+
+
+def _check_action(value: Any, strict: bool) -> Action:
+    if not isinstance(value, dict):
+        raise _Failure("bad_action", f"action must be an object, got {type(value).__name__}")
+    if strict and not value.keys() <= _ACTION_KEYS:
+        extra = sorted(value.keys() - _ACTION_KEYS)
+        raise _Failure("extra_keys", f"unexpected keys in action: {extra}")
+    action_type = value.get("type")
+    if not isinstance(action_type, str):
+        raise _Failure("bad_action", "action.type must be a string")
+    if action_type not in ACTION_TYPES:
+        raise _Failure("unknown_type", f"unknown action type {action_type[:64]!r}")
+    name = value.get("name", "")
+    text = value.get("text", "")
+    if not isinstance(name, str):
+        raise _Failure("bad_action", "action.name must be a string")
+    if not isinstance(text, str):
+        raise _Failure("bad_action", "action.text must be a string")
+    return Action(action_type, name, text)
+
+
+def parse_completion(
+    completion: str, mode: str = "strict", max_chars: int = 32_768
+) -> ParsedCompletion | FormatFailure:
+    """Parse one completion; a badly formed one is a :class:`FormatFailure`, never an error.
+
+    Raises :class:`CompletionTypeError` only when ``completion`` is not a string.
+    """
+    if not isinstance(completion, str):
+        raise CompletionTypeError(
+            "completion", f"must be a string, got {type(completion).__name__}"
+        )
+    if len(completion) > max_chars:
+        return FormatFailure("too_long", f"{len(completion)} characters > limit {max_chars}")
+    strict = mode != "lenient"
+    try:
+        members, _, _ = (_locate_strict if strict else _locate_lenient)(completion)
+        by_key = {key: (value, start, stop) for key, value, start, stop in members}
+        if strict and len(by_key) != len(members):
+            raise _Failure("duplicate_keys", "duplicate top-level key")
+        if "rationale" not in by_key:
+            raise _Failure("missing_rationale", "no 'rationale' key")
+        if "action" not in by_key:
+            raise _Failure("missing_action", "no 'action' key")
+        if strict and len(by_key) != len(_TOP_LEVEL_KEYS):
+            extra = sorted(by_key.keys() - _TOP_LEVEL_KEYS)
+            raise _Failure("extra_keys", f"unexpected top-level keys: {extra}")
+        rationale, rationale_start, rationale_stop = by_key["rationale"]
+        if not isinstance(rationale, str):
+            raise _Failure("bad_rationale", "rationale must be a string")
+        if not _nonblank(rationale):
+            raise _Failure("empty_rationale", "rationale is blank")
+        action = _check_action(by_key["action"][0], strict)
+    except _Failure as failure:
+        return FormatFailure(failure.reason, failure.detail)
+    # The value span includes its quotes; the rationale is what lies between them.
+    return ParsedCompletion(rationale, action, (rationale_start + 1, rationale_stop - 1))
+
+
+def parse_ground_truth(value: Any) -> Action:
+    """The ground-truth action from an object or its JSON string (REWARD_SPEC section 1).
+
+    Accepted: ``{"type", "name"?, "text"?}`` or a whole answer ``{"rationale"?, "action"}``.
+    A click needs a non-blank ``name``; a type_and_submit a non-blank ``name`` and ``text``.
+    Raises :class:`GroundTruthError` naming the field otherwise.
+    """
+    if isinstance(value, Action):
+        return value
+    if isinstance(value, str):
+        return _parse_ground_truth_text(value)
+    return _ground_truth_from_object(value)
+
+
+@lru_cache(maxsize=16_384)
+def _parse_ground_truth_text(text: str) -> Action:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise GroundTruthError("ground_truth", "a string ground truth must be JSON") from None
+    return _ground_truth_from_object(value)
+
+
+def _ground_truth_from_object(value: Any) -> Action:
+    field = "ground_truth"
+    if isinstance(value, dict) and "type" not in value and "action" in value:
+        value, field = value["action"], "ground_truth.action"
+    if not isinstance(value, dict):
+        raise GroundTruthError(field, f"must be an object, got {type(value).__name__}")
+    if not value.keys() <= _ACTION_KEYS:
+        raise GroundTruthError(field, f"unexpected keys {sorted(value.keys() - _ACTION_KEYS)}")
+    action_type = value.get("type")
+    if action_type not in ACTION_TYPES:
+        raise GroundTruthError(
+            f"{field}.type", f"must be one of {list(ACTION_TYPES)}, got {action_type!r:.80}"
+        )
+    fields: dict[str, str] = {}
+    for key in ("name", "text"):
+        item = value.get(key)
+        if item is not None and not isinstance(item, str):
+            raise GroundTruthError(f"{field}.{key}", f"must be a string, got {type(item).__name__}")
+        fields[key] = item or ""
+    required = {"click": ("name",), "type_and_submit": ("name", "text")}.get(action_type, ())
+    for key in required:
+        if not _nonblank(fields[key]):
+            raise GroundTruthError(f"{field}.{key}", f"required (non-blank) for {action_type}")
+    if action_type == "terminate":
+        return Action("terminate")
+    if action_type == "click":
+        return Action("click", fields["name"])
+    return Action(action_type, fields["name"], fields["text"])

@@ -1,0 +1,324 @@
+"""One reward request in, one response out: rules, self-certainty, composition.
+
+The service owns no transport: the API layer validates the body into a
+:class:`~reward_server.protocol.RewardRequest` and maps the exceptions raised here to HTTP
+statuses. Items keep their order and count end to end; a component that could not be
+computed is ``null`` with a reason, never a silent 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
+
+from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
+from reward_server.config import CertaintySource, RewardConfig
+from reward_server.protocol import (
+    ActionModel,
+    CertaintyInfo,
+    Components,
+    ConfigOverrides,
+    EvaluateRequest,
+    FormatError,
+    RewardItem,
+    RewardRequest,
+    RewardResponse,
+    RewardResult,
+    Timings,
+)
+from reward_server.rewards import (
+    Action,
+    FormatFailure,
+    ParsedCompletion,
+    RewardBreakdown,
+    compose_reward,
+    evaluate,
+    parse_completion,
+)
+from reward_server.rewards.metrics import EvalMetrics
+
+if TYPE_CHECKING:
+    from reward_server.certainty import CertaintyScorer
+
+log = logging.getLogger(__name__)
+
+# Batches at least this large are rule-scored in a worker thread so that one big request
+# cannot stall the event loop (and with it every other connection's latency).
+RULES_OFFLOAD_ITEMS = 128
+
+
+class InvalidRequest(ValueError):
+    """A request the service cannot honour; ``param`` names the field (and item index)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class CertaintyUnavailable(ScorerError):
+    """The scorer failed as a whole and the server is configured to fail the request."""
+
+
+class RewardObserver(Protocol):
+    """Telemetry hook (see :mod:`reward_server.telemetry`)."""
+
+    def observe_results(self, results: Sequence[RewardResult], truths: Sequence[Action]) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the service treats self-certainty."""
+
+    # "null": a scorer failure gives self_certainty null with a reason, rules still return;
+    # "error": it fails the request with 503 (for users who never want a partial reward).
+    on_certainty_failure: str = "null"
+
+
+@dataclass
+class _Scored:
+    outcome: ParsedCompletion | FormatFailure
+    truth: Action
+
+
+def _action_model(action: Action) -> ActionModel:
+    return ActionModel(**action.as_dict())
+
+
+def wire_result(
+    index: int,
+    item_id: str | int | None,
+    breakdown: RewardBreakdown,
+    certainty: CertaintyInfo,
+) -> RewardResult:
+    """The wire form of one item's reward breakdown."""
+    failure = breakdown.failure
+    return RewardResult(
+        index=index,
+        id=item_id,
+        reward=breakdown.reward,
+        score=breakdown.score,
+        components=Components(
+            format=breakdown.format,
+            type=breakdown.type,
+            attribute=breakdown.attribute,
+            value=breakdown.value,
+            self_certainty=breakdown.self_certainty,
+        ),
+        format_ok=failure is None,
+        format_error=FormatError(reason=failure.reason, detail=failure.detail) if failure else None,
+        action=_action_model(breakdown.parsed.action) if breakdown.parsed else None,
+        certainty=certainty,
+    )
+
+
+@lru_cache(maxsize=256)
+def _config_with(base: RewardConfig, overrides: tuple[tuple[str, object], ...]) -> RewardConfig:
+    return base.with_overrides(dict(overrides))
+
+
+def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> RewardConfig:
+    """``base`` with a request's overrides applied (validated, cached per distinct set)."""
+    if overrides is None:
+        return base
+    values = overrides.as_dict()
+    if not values:
+        return base
+    try:
+        return _config_with(base, tuple(sorted(values.items())))
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid config override: {exc}", param="config") from None
+
+
+def _parse_all(items: Sequence[RewardItem], config: RewardConfig) -> list[_Scored]:
+    return [
+        _Scored(
+            parse_completion(item.completion, config.parse_mode, config.max_completion_chars),
+            item.ground_truth_action(),
+        )
+        for item in items
+    ]
+
+
+def _prompt_fields(item: RewardItem) -> dict[str, object]:
+    if item.prompt_ids is not None:
+        return {"prompt_ids": tuple(item.prompt_ids)}
+    if isinstance(item.prompt, list):
+        return {"prompt_messages": tuple((m.role, m.content) for m in item.prompt)}
+    if item.prompt is not None:
+        return {"prompt_text": item.prompt}
+    return {}
+
+
+class RewardService:
+    """Scores :class:`RewardRequest` batches. Built once by the app factory."""
+
+    def __init__(
+        self,
+        config: RewardConfig,
+        scorer: CertaintyScorer | None = None,
+        observer: RewardObserver | None = None,
+        options: ServiceOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.scorer = scorer
+        self.observer = observer
+        self.options = options or ServiceOptions()
+
+    @property
+    def default_source(self) -> CertaintySource:
+        return "model" if self.scorer is not None else "none"
+
+    @property
+    def ready(self) -> bool:
+        return self.scorer is None or self.scorer.ready
+
+    async def score(self, request: RewardRequest, deadline: float | None = None) -> RewardResponse:
+        """Rewards for every item of ``request``, in order (REWARD_SPEC section 5)."""
+        started = time.perf_counter()
+        config = effective_config(self.config, request.config)
+        source = request.self_certainty_source or self.default_source
+        self._check_source(request.items, source)
+        if len(request.items) >= RULES_OFFLOAD_ITEMS:
+            scored = await asyncio.to_thread(_parse_all, request.items, config)
+        else:
+            scored = _parse_all(request.items, config)
+        rules_seconds = time.perf_counter() - started
+
+        certainties: list[CertaintyInfo]
+        values: list[float | None]
+        queue_seconds = forward_seconds = 0.0
+        if source == "model":
+            measured, queue_seconds, forward_seconds = await self._model_certainty(
+                request.items, scored, config, deadline
+            )
+            certainties = [info for info, _ in measured]
+            values = [value for _, value in measured]
+        elif source == "provided":
+            values = [item.self_certainty for item in request.items]
+            certainties = [CertaintyInfo(source="provided") for _ in request.items]
+        else:
+            values = [None] * len(request.items)
+            certainties = [CertaintyInfo(source="none") for _ in request.items]
+
+        results = []
+        for index, (item, entry, info, value) in enumerate(
+            zip(request.items, scored, certainties, values, strict=True)
+        ):
+            if isinstance(entry.outcome, FormatFailure):
+                value = None
+            breakdown = compose_reward(entry.outcome, entry.truth, config, value)
+            results.append(wire_result(index, item.id, breakdown, info))
+        if self.observer is not None:
+            self.observer.observe_results(results, [entry.truth for entry in scored])
+        return RewardResponse(
+            results=results,
+            config_hash=config.config_hash(),
+            model=self.scorer.model_name if self.scorer is not None else None,
+            timings=Timings(
+                total_seconds=time.perf_counter() - started,
+                rules_seconds=rules_seconds,
+                queue_seconds=queue_seconds,
+                forward_seconds=forward_seconds,
+            ),
+        )
+
+    def _check_source(self, items: Sequence[RewardItem], source: CertaintySource) -> None:
+        if source == "model" and self.scorer is None:
+            raise InvalidRequest(
+                "self_certainty_source 'model' needs a server started with a model",
+                param="self_certainty_source",
+            )
+        if source == "provided":
+            for index, item in enumerate(items):
+                if item.self_certainty is None:
+                    raise InvalidRequest(
+                        "self_certainty_source is 'provided' but this item has none",
+                        param=f"items[{index}].self_certainty",
+                    )
+
+    async def _model_certainty(
+        self,
+        items: Sequence[RewardItem],
+        scored: Sequence[_Scored],
+        config: RewardConfig,
+        deadline: float | None,
+    ) -> tuple[list[tuple[CertaintyInfo, float | None]], float, float]:
+        """(info, value) per item, plus the slowest item's queue and forward seconds."""
+        assert self.scorer is not None
+        wanted = [
+            i for i, entry in enumerate(scored) if isinstance(entry.outcome, ParsedCompletion)
+        ]
+        requests = [
+            CertaintyRequest(
+                completion_text=items[i].completion,
+                rationale_span=scored[i].outcome.rationale_span,  # type: ignore[union-attr]
+                completion_ids=tuple(items[i].completion_ids) if items[i].completion_ids else None,
+                kind=config.certainty_kind,
+                temperature=config.temperature,
+                **_prompt_fields(items[i]),  # type: ignore[arg-type]
+            )
+            for i in wanted
+        ]
+        measured: list[CertaintyResult]
+        try:
+            measured = await self.scorer.score(requests, deadline) if requests else []
+        except ScorerError:
+            raise
+        except Exception as exc:  # the backend failed as a whole: report, never hide
+            log.exception("self-certainty backend failed for %d items", len(requests))
+            if self.options.on_certainty_failure == "error":
+                raise CertaintyUnavailable(f"self-certainty backend failed: {exc}") from exc
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            measured = [CertaintyResult(None, "backend_error", detail) for _ in requests]
+        if len(measured) != len(requests):
+            raise RuntimeError(f"scorer returned {len(measured)} results for {len(requests)}")
+        out: list[tuple[CertaintyInfo, float | None]] = [
+            (CertaintyInfo(source="model", reason="format_failure"), None) for _ in items
+        ]
+        for index, result in zip(wanted, measured, strict=True):
+            info = CertaintyInfo(
+                source="model",
+                reason=result.reason,
+                detail=result.detail,
+                approximate=result.approximate,
+                rationale_tokens=result.rationale_tokens,
+            )
+            out[index] = (info, result.value)
+        queue_seconds = max((r.queue_seconds for r in measured), default=0.0)
+        forward_seconds = max((r.forward_seconds for r in measured), default=0.0)
+        return out, queue_seconds, forward_seconds
+
+    async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
+        """Section-6 metrics over a posted batch."""
+        config = effective_config(self.config, request.config)
+        pairs = [
+            (
+                parse_completion(item.completion, config.parse_mode, config.max_completion_chars),
+                item.ground_truth_action(),
+            )
+            for item in request.items
+        ]
+        return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
+
+
+# End-of-turn markers a trainer may leave at the end of a decoded response (OpenRLHF's
+# query keeps special tokens); they are not part of the JSON answer.
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end|>", "<eos>")
+
+
+def strip_end_markers(text: str) -> str:
+    """``text`` without trailing white space and end-of-turn markers."""
+    stripped = text.rstrip()
+    while True:
+        for marker in END_OF_TURN_MARKERS:
+            if stripped.endswith(marker):
+                stripped = stripped[: -len(marker)].rstrip()
+                break
+        else:
+            return stripped

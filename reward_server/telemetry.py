@@ -1,0 +1,128 @@
+"""Prometheus metrics: definitions in one place, multiprocess-aware.
+
+Under several uvicorn workers the serve command sets ``PROMETHEUS_MULTIPROC_DIR`` before
+any worker imports prometheus_client; each worker then writes its samples there and
+``/metrics`` aggregates them (gauges use ``livesum``). Labels are low-cardinality only:
+route, status, component, reason, action type.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from reward_server.certainty.types import BatchStats
+from reward_server.protocol import RewardResult
+from reward_server.rewards import Action
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Rule components span 0..DARS: fine steps around the small fixed parts, coarse above.
+COMPONENT_BUCKETS = (0, 0.1, 0.2, 0.3, 0.5, 0.8, 1, 1.1, 2, 10, 100, 250, 500, 750, 800, 900,
+                     950, 1000, 1001, 1001.1)
+CERTAINTY_BUCKETS = (0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+REQUEST_SECONDS = Histogram(
+    "reward_request_seconds", "HTTP request latency", ["route", "status"], buckets=LATENCY_BUCKETS
+)
+REQUEST_ITEMS = Histogram(
+    "reward_request_items", "items per scoring request", ["route"], buckets=SIZE_BUCKETS
+)
+IN_FLIGHT = Gauge(
+    "reward_in_flight_requests", "requests being served", multiprocess_mode="livesum"
+)
+COMPONENT_VALUE = Histogram(
+    "reward_component_value",
+    "per-item reward components (format, type, attribute, value, reward)",
+    ["component"],
+    buckets=COMPONENT_BUCKETS,
+)
+SCORE_VALUE = Histogram(
+    "reward_score_value", "per-item normalised score in [0, 1]",
+    buckets=(0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.99, 1),
+)
+CERTAINTY_VALUE = Histogram(
+    "reward_self_certainty_value", "per-item self-certainty s", buckets=CERTAINTY_BUCKETS
+)
+CERTAINTY_NULL = Counter(
+    "reward_self_certainty_null_total", "items whose self-certainty is null", ["reason"]
+)
+FORMAT_FAILURES = Counter(
+    "reward_format_failures_total", "completions failing the format check", ["reason"]
+)
+ACTION_TYPES = Counter(
+    "reward_action_type_total",
+    "predicted vs ground-truth action type (predicted='invalid' on format failure)",
+    ["predicted", "ground_truth"],
+)
+ERRORS = Counter("reward_errors_total", "requests answered with an error", ["kind"])
+QUEUE_DEPTH = Gauge(
+    "reward_scorer_queue_depth", "items waiting for the scoring model", multiprocess_mode="livesum"
+)
+BATCH_ITEMS = Histogram("reward_scorer_batch_items", "items per model batch", buckets=SIZE_BUCKETS)
+BATCH_TOKENS = Histogram(
+    "reward_scorer_batch_tokens", "tokens per model batch", buckets=TOKEN_BUCKETS
+)
+FORWARD_SECONDS = Histogram(
+    "reward_scorer_forward_seconds", "model forward time per batch", buckets=LATENCY_BUCKETS
+)
+TOKENS = Counter("reward_scorer_tokens_total", "tokens run through the scoring model")
+TOKENS_PER_SECOND = Gauge(
+    "reward_scorer_tokens_per_second",
+    "throughput of the last model batch (use rate(reward_scorer_tokens_total) for averages)",
+    multiprocess_mode="mostrecent",
+)
+
+
+class Telemetry:
+    """Observer of results (service) and model batches (scorer) that feeds the metrics."""
+
+    def observe_results(self, results: Sequence[RewardResult], truths: Sequence[Action]) -> None:
+        for result, truth in zip(results, truths, strict=True):
+            components = result.components
+            if result.format_error is not None:
+                FORMAT_FAILURES.labels(result.format_error.reason).inc()
+                ACTION_TYPES.labels("invalid", truth.type).inc()
+            else:
+                assert result.action is not None
+                ACTION_TYPES.labels(result.action.type, truth.type).inc()
+                for name in ("format", "type", "attribute", "value"):
+                    COMPONENT_VALUE.labels(name).observe(getattr(components, name))
+            COMPONENT_VALUE.labels("reward").observe(result.reward)
+            SCORE_VALUE.observe(result.score)
+            certainty = components.self_certainty
+            if certainty is not None and math.isfinite(certainty):
+                CERTAINTY_VALUE.observe(certainty)
+            elif result.certainty.source == "model":
+                CERTAINTY_NULL.labels(result.certainty.reason or "unknown").inc()
+
+    def on_batch(self, stats: BatchStats) -> None:
+        BATCH_ITEMS.observe(stats.items)
+        BATCH_TOKENS.observe(stats.tokens)
+        FORWARD_SECONDS.observe(stats.forward_seconds)
+        TOKENS.inc(stats.tokens)
+        if stats.forward_seconds > 0:
+            TOKENS_PER_SECOND.set(stats.tokens / stats.forward_seconds)
+
+    def on_queue_depth(self, depth: int) -> None:
+        QUEUE_DEPTH.set(depth)
+
+
+def render_metrics(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    """The exposition text of this process, or of every worker in multiprocess mode."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
