@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error with its HTTP status, raised by routes and middleware."""
 
-    status = 400
+    status = 422
     kind = "invalid_request_error"
 
     def __init__(self, message: str, param: str | None = None, retry_after: float | None = None):

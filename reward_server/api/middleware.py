@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reward_server import telemetry
-from reward_server.api.errors import PayloadTooLarge, error_response
+from reward_server.api.errors import error_response
 
 
 class MetricsMiddleware:
@@ -92,23 +92,39 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = error_response(
-                413, "payload_too_large",
-                f"request body over the limit of {self.max_bytes} bytes", "body",
-            )
-            await response(scope, receive, send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise PayloadTooLarge(
-                        f"request body over the limit of {self.max_bytes} bytes", "body"
-                    )
+                    refused = True
+                    await self._refuse(scope, receive, send)
+                    # The app sees a disconnected client; whatever it answers is dropped.
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, receive if declared is not None else counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "payload_too_large",
+            f"request body over the limit of {self.max_bytes} bytes", "body",
+        )
+        await response(scope, receive, send)

@@ -72,7 +72,9 @@ def _item(completion: str, label: Any, prompt: Any, index: int | None) -> Reward
         return RewardItem(completion=completion, ground_truth=label, prompt=prompt)
     except ValidationError as exc:
         field, message = describe_validation_error(exc.errors()[0])
-        raise ApiError(message, f"{param}.{field}" if field != "ground_truth" else param) from None
+        # The label is the ground truth: "ground_truth.name" becomes "labels[i].name".
+        suffix = field.removeprefix("ground_truth")
+        raise ApiError(message, param + suffix if suffix != field else param) from None
 
 
 def _extra_logs(results: list[RewardResult]) -> dict[str, list[float]]:

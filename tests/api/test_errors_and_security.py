@@ -1,0 +1,116 @@
+"""Error model, limits and auth over a real server (issue 4 items 6-7)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import REPO
+
+ITEM = {"completion": json.dumps({"rationale": "ok", "action": {"type": "terminate"}}),
+        "ground_truth": {"type": "terminate"}}
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == status and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+def test_invalid_ground_truth_names_field_and_item(rules_server) -> None:
+    items = [ITEM, {**ITEM, "ground_truth": {"type": "type_and_submit", "name": "q", "text": 5}}]
+    response = httpx.post(rules_server.url + "/v1/rewards", json={"items": items})
+    assert_error(response, 422, "items[1].ground_truth.text")
+    unknown = httpx.post(rules_server.url + "/v1/rewards",
+                         json={"items": [{**ITEM, "ground_truth": {"type": "scroll"}}]})
+    assert_error(unknown, 422, "items[0].ground_truth.type")
+
+
+def test_malformed_bodies_are_422(rules_server) -> None:
+    assert_error(httpx.post(rules_server.url + "/v1/rewards", content=b"{not json",
+                            headers={"content-type": "application/json"}), 422)
+    assert_error(httpx.post(rules_server.url + "/v1/rewards",
+                            json={"items": [{**ITEM, "completon": "typo"}]}), 422,
+                 "items[0].completon")
+    assert_error(httpx.post(rules_server.url + "/v1/rewards",
+                            json={"items": [{**ITEM, "completion": 42}]}), 422,
+                 "items[0].completion")
+    assert_error(httpx.post(rules_server.url + "/v1/rewards",
+                            json={"items": [ITEM], "config": {"similarity_threshold": 2}}), 422,
+                 "config.similarity_threshold")
+
+
+def test_model_source_without_model_is_422(rules_server) -> None:
+    response = httpx.post(rules_server.url + "/v1/rewards",
+                          json={"items": [ITEM], "self_certainty_source": "model"})
+    assert_error(response, 422, "self_certainty_source")
+    provided = httpx.post(rules_server.url + "/v1/rewards",
+                          json={"items": [ITEM], "self_certainty_source": "provided"})
+    assert_error(provided, 422, "items[0].self_certainty")
+
+
+def test_limits_are_413(start_server) -> None:
+    server = start_server(max_body_bytes=20_000, max_items=3)
+    too_many = httpx.post(server.url + "/v1/rewards", json={"items": [ITEM] * 4})
+    assert_error(too_many, 413, "items")
+    big = json.dumps({"items": [{**ITEM, "completion": "x" * 30_000}]}).encode()
+    assert_error(httpx.post(server.url + "/v1/rewards", content=big,
+                            headers={"content-type": "application/json"}), 413, "body")
+
+    def chunks():  # no Content-Length: refused while streaming
+        for _ in range(100):
+            yield b" " * 1000
+
+    streamed = httpx.post(server.url + "/v1/rewards", content=chunks(),
+                          headers={"content-type": "application/json"})
+    assert_error(streamed, 413, "body")
+    assert httpx.post(server.url + "/v1/rewards", json={"items": [ITEM] * 3}).status_code == 200
+
+
+def test_api_key_required_and_compared_exactly(start_server) -> None:
+    key = "s3cret-key-0123456789"
+    server = start_server(api_key=key)
+    url = server.url + "/v1/rewards"
+    body = {"items": [ITEM]}
+    assert_error(httpx.post(url, json=body), 401)
+    for wrong in ("wrong", key[:-1], key[:4], key + "x", key.upper()):
+        assert_error(httpx.post(url, json=body, headers={"Authorization": f"Bearer {wrong}"}), 401)
+    assert_error(httpx.post(url, json=body, headers={"Authorization": key}), 401)
+    ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200
+    # Probes and metrics stay public; configuration and reload do not.
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    assert httpx.get(server.url + "/metrics").status_code == 200
+    assert_error(httpx.get(server.url + "/v1/config"), 401)
+    assert_error(httpx.post(server.url + "/v1/reload", json={"model_dir": "/tmp"}), 401)
+    # Authenticated, reload is still refused without a model and a reload root.
+    refused = httpx.post(server.url + "/v1/reload", json={"model_dir": "/tmp"},
+                         headers=server.headers)
+    assert_error(refused, 403)
+
+
+def test_non_loopback_bind_without_key_refuses_to_start() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reward_server.cli", "serve", "--host", "0.0.0.0",
+         "--model", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "requires an API key" in result.stderr
+
+
+def test_probes_config_and_openapi(rules_server) -> None:
+    assert httpx.get(rules_server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(rules_server.url + "/readyz").json()["status"] == "ready"
+    config = httpx.get(rules_server.url + "/v1/config").json()
+    assert config["config"]["dars"] == 1000.0 and len(config["config_hash"]) == 16
+    schema = httpx.get(rules_server.url + "/openapi.json").json()
+    assert {"/v1/rewards", "/v1/evaluate", "/get_reward", "/slime/reward"} <= set(schema["paths"])

@@ -1,0 +1,102 @@
+"""Prometheus exposition, scraped by a real Prometheus server, and multiprocess mode."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ITEMS = [
+    {"completion": json.dumps({"rationale": "ok", "action": {"type": "terminate"}}),
+     "ground_truth": {"type": "terminate"}},
+    {"completion": "```json {} ```", "ground_truth": {"type": "click", "name": "buy_now"}},
+    {"completion": json.dumps({"rationale": "I go.", "action": {"type": "terminate"}}),
+     "ground_truth": {"type": "click", "name": "buy_now"}},
+]
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """Value of one sample in an exposition text (0 when absent)."""
+    selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    pattern = re.escape(name + ("{" + selector + "}" if selector else "")) + r" ([0-9.e+-]+)"
+    total = 0.0
+    for match in re.finditer(pattern, text):
+        total += float(match.group(1))
+    return total
+
+
+def test_metrics_report_components_failures_and_action_types(rules_server) -> None:
+    before = httpx.get(rules_server.url + "/metrics").text
+    httpx.post(rules_server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
+    after = httpx.get(rules_server.url + "/metrics").text
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("reward_request_seconds_count", route="/v1/rewards", status="200") == 1
+    assert delta("reward_format_failures_total", reason="not_json") == 1
+    assert delta("reward_action_type_total", predicted="terminate", ground_truth="click") == 1
+    assert delta("reward_action_type_total", predicted="invalid", ground_truth="click") == 1
+    assert delta("reward_component_value_count", component="reward") == 3
+    assert delta("reward_request_items_count", route="items") == 1
+    assert "reward_in_flight_requests" in after
+
+
+def test_metrics_are_aggregated_across_workers(start_server) -> None:
+    server = start_server(workers=2)
+    for _ in range(20):
+        httpx.post(server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
+    text = httpx.get(server.url + "/metrics").text
+    # Every request is counted whichever worker served it.
+    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="200") == 20
+    assert sample(text, "reward_component_value_count", component="reward") == 60
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not "
+                    "installed (scripts/install --dev installs it with apt)")
+def test_real_prometheus_scrapes_latency_histogram(rules_server, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    target = rules_server.url.removeprefix("http://")
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: shop-r1-reward\n    scrape_interval: 1s\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(5):
+            httpx.post(rules_server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
+        query = (
+            'histogram_quantile(0.99, sum by (le) '
+            '(reward_request_seconds_bucket{route="/v1/rewards"}))'
+        )
+        deadline = time.monotonic() + 60
+        result: list = []
+        while time.monotonic() < deadline and not result:
+            time.sleep(1)
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                     params={"query": query}, timeout=5)
+            except httpx.TransportError:
+                continue
+            if response.status_code == 200:
+                result = response.json()["data"]["result"]
+        assert result, "Prometheus returned no data for the latency histogram"
+        p99 = float(result[0]["value"][1])
+        assert 0 < p99 < 60
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -1,0 +1,106 @@
+"""POST /v1/rewards and /v1/evaluate against a real uvicorn process (REWARD_SPEC §2-§6)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+
+def completion(action: dict, rationale: str = "I look for what I need.") -> str:
+    return json.dumps({"rationale": rationale, "action": action})
+
+
+CLICK_GT = {"type": "click", "name": "refinements.customer_reviews"}
+SEARCH_GT = {"type": "type_and_submit", "name": "search_input", "text": "geforce gtx 5090 rog"}
+
+
+def test_scores_every_item_in_order_with_components(rules_server) -> None:
+    items = [
+        {"id": "exact", "completion": completion(CLICK_GT), "ground_truth": CLICK_GT},
+        {
+            "id": 7,
+            "completion": completion({**SEARCH_GT, "text": "geforce rtx 5090 rog"}),
+            "ground_truth": json.dumps(SEARCH_GT),
+        },
+        {"id": "fenced", "completion": "```json\n{}\n```", "ground_truth": {"type": "terminate"}},
+        {"completion": completion({"type": "terminate"}), "ground_truth": CLICK_GT},
+    ]
+    response = httpx.post(rules_server.url + "/v1/rewards", json={"items": items})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results = body["results"]
+    assert [r["index"] for r in results] == [0, 1, 2, 3]
+    assert [r["id"] for r in results] == ["exact", 7, "fenced", None]
+    assert [r["reward"] for r in results] == [1001.0, 751.1, 0.0, 0.5]
+    assert results[0]["components"] == {
+        "format": 0.5, "type": 0.3, "attribute": 0.2, "value": 1000.0, "self_certainty": None
+    }
+    assert results[0]["score"] == 1.0
+    # A badly formed completion is a score with a reason, never an HTTP error (spec §2).
+    assert results[2]["format_ok"] is False
+    assert results[2]["format_error"]["reason"] == "not_json"
+    assert results[3]["action"]["type"] == "terminate"
+    config = httpx.get(rules_server.url + "/v1/config").json()
+    assert body["config_hash"] == config["config_hash"]
+    assert body["timings"]["total_seconds"] >= 0
+
+
+def test_config_overrides_change_reward_and_hash(rules_server) -> None:
+    item = {"completion": completion(CLICK_GT), "ground_truth": CLICK_GT}
+    base = httpx.post(rules_server.url + "/v1/rewards", json={"items": [item]}).json()
+    tuned = httpx.post(
+        rules_server.url + "/v1/rewards", json={"items": [item], "config": {"dars": 10}}
+    ).json()
+    assert base["results"][0]["reward"] == 1001.0
+    assert tuned["results"][0]["reward"] == 11.0
+    assert tuned["config_hash"] != base["config_hash"]
+
+
+def test_provided_self_certainty_is_added_with_alpha(rules_server) -> None:
+    item = {"completion": completion({"type": "terminate"}), "ground_truth": {"type": "terminate"},
+            "self_certainty": 2.0}
+    body = httpx.post(
+        rules_server.url + "/v1/rewards",
+        json={"items": [item], "self_certainty_source": "provided"},
+    ).json()
+    result = body["results"][0]
+    assert result["components"]["self_certainty"] == 2.0
+    assert abs(result["reward"] - (0.8 + 0.005 * 2.0)) < 1e-12
+    assert result["certainty"]["source"] == "provided"
+
+
+def test_empty_batch_is_an_empty_answer(rules_server) -> None:
+    response = httpx.post(rules_server.url + "/v1/rewards", json={"items": []})
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+
+
+def test_large_batch_keeps_order(rules_server) -> None:
+    names = [f"item_{i}" for i in range(600)]
+    items = [
+        {"id": i, "completion": completion({"type": "click", "name": name}),
+         "ground_truth": {"type": "click", "name": names[(i * 7) % 600]}}
+        for i, name in enumerate(names)
+    ]
+    results = httpx.post(rules_server.url + "/v1/rewards", json={"items": items}).json()["results"]
+    assert [r["id"] for r in results] == list(range(600))
+    for i, result in enumerate(results):
+        assert result["reward"] == (1001.0 if (i * 7) % 600 == i else 1.0)
+
+
+def test_evaluate_reports_section6_metrics(rules_server) -> None:
+    items = [
+        {"completion": completion(CLICK_GT), "ground_truth": CLICK_GT},
+        {"completion": completion({"type": "terminate"}), "ground_truth": CLICK_GT},
+        {"completion": "not json", "ground_truth": {"type": "terminate"}},
+        {"completion": completion({"type": "terminate"}), "ground_truth": {"type": "terminate"}},
+    ]
+    response = httpx.post(rules_server.url + "/v1/evaluate", json={"items": items})
+    assert response.status_code == 200, response.text
+    metrics = response.json()["metrics"]
+    assert metrics["count"] == 4
+    assert metrics["exact_accuracy"] == 0.5
+    assert metrics["type_accuracy"] == 0.5
+    assert metrics["per_type"]["click"]["exact_accuracy"] == 0.5
+    assert metrics["per_type"]["terminate"]["f1"] == 0.5  # 2TP / (2TP + FP + FN) = 2 / 4

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real ``shop-r1-reward serve`` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "shopping-steps"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running server; ``url`` is its base URL, ``log`` its combined output file."""
+
+    process: subprocess.Popen
+    url: str
+    port: int
+    log: Path
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def launch_server(
+    log_dir: Path,
+    *,
+    model: str = "none",
+    ready_timeout: float = 180,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    **settings: object,
+) -> ServerProcess:
+    """Start ``python -m reward_server.cli serve`` and wait until /readyz answers 200."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "reward_server.cli", "serve", "--port", str(port)]
+    args += ["--model", model]
+    for name, value in settings.items():
+        args += ["--" + name.replace("_", "-"), str(value)]
+    log = log_dir / f"server-{port}.log"
+    child_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            args, cwd=REPO, env=child_env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    api_key = settings.get("api_key")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", port, log, api_key, headers)  # type: ignore[arg-type]
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server not ready after {ready_timeout}s:\n{server.output()}")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Factory: ``start_server(model="none", api_key=..., ...)``; stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(**kwargs: object) -> ServerProcess:
+        server = launch_server(tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rules_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One rules-only server (no model) shared by a session's tests."""
+    server = launch_server(tmp_path_factory.mktemp("rules-server"))
+    yield server
+    server.stop()
