@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -93,7 +94,7 @@ class RewardConfig(BaseModel):
 
     def config_hash(self) -> str:
         """Stable 16-hex-digit hash of the effective configuration (sorted-key JSON)."""
-        return _hash_of(self.model_dump(mode="json"))
+        return _config_hash(self)
 
 
 PROFILES: dict[str, RewardConfig] = {
@@ -103,8 +104,12 @@ PROFILES: dict[str, RewardConfig] = {
 }
 
 
-def _hash_of(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+@lru_cache(maxsize=1024)
+def _config_hash(config: RewardConfig) -> str:
+    # Cached: configs are frozen, and the hash is reported with every response.
+    canonical = json.dumps(
+        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -9,7 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from reward_server.config import CertaintyKind, CertaintySource, ParseMode
 from reward_server.rewards.errors import GroundTruthError
@@ -62,15 +63,22 @@ class _LabelledCompletion(_Strict):
     ground_truth: dict[str, Any] | str = Field(
         description="the shopper's real action: an object like `action`, or that as a JSON string"
     )
+    _truth: Action | None = PrivateAttr(default=None)
 
-    @field_validator("ground_truth")
-    @classmethod
-    def _valid_ground_truth(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
-        parse_ground_truth(value)  # GroundTruthError (a ValueError) names the sub-field
-        return value
+    @model_validator(mode="after")
+    def _valid_ground_truth(self) -> _LabelledCompletion:
+        try:
+            self._truth = parse_ground_truth(self.ground_truth)
+        except GroundTruthError as exc:
+            # Re-raised with the field's location so the error names items[i].ground_truth.
+            raise PydanticCustomError(
+                "ground_truth", "{message}", {"message": exc.message, "field": exc.field}
+            ) from None
+        return self
 
     def ground_truth_action(self) -> Action:
-        return parse_ground_truth(self.ground_truth)
+        """The parsed ground truth (parsed once, during validation)."""
+        return self._truth if self._truth is not None else parse_ground_truth(self.ground_truth)
 
 
 class RewardItem(_LabelledCompletion):
@@ -189,11 +197,12 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[str, str]:
             continue
         param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else str(part))
     message = str(error.get("msg", "invalid value"))
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, GroundTruthError):
-        # The cause names the sub-field ("ground_truth.name"); keep the item prefix.
-        prefix = param.rsplit("ground_truth", 1)[0]
-        param, message = prefix + cause.field, cause.message
+    context = error.get("ctx") or {}
+    if error.get("type") == "ground_truth":
+        # Raised by the item-level validator: the location is the item, the field is ours.
+        field = str(context.get("field", "ground_truth"))
+        param = f"{param}.{field}" if param else field
+        message = str(context.get("message", message))
     return param or "body", message.removeprefix("Value error, ")
 
 

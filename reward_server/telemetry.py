@@ -9,6 +9,8 @@ route, status, component, reason, action type.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections import Counter as Counter_
 from collections.abc import Sequence
 
 from prometheus_client import (
@@ -85,27 +87,67 @@ TOKENS_PER_SECOND = Gauge(
 )
 
 
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe`` for every value, with one update per bucket touched.
+
+    A batch of 1,024 items would otherwise take ~1,024 lock round trips per histogram;
+    this adds the same counts through the child's bucket and sum values (the same
+    arithmetic ``Histogram.observe`` does), falling back to ``observe`` if those internals
+    are absent in another prometheus-client version.
+    """
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = Counter_(bisect_left(bounds, value) for value in values)
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    total.inc(math.fsum(values))
+
+
+_COMPONENTS = ("format", "type", "attribute", "value")
+
+
 class Telemetry:
     """Observer of results (service) and model batches (scorer) that feeds the metrics."""
 
+    def __init__(self) -> None:
+        self._component_children = {
+            name: COMPONENT_VALUE.labels(name) for name in (*_COMPONENTS, "reward")
+        }
+
     def observe_results(self, results: Sequence[RewardResult], truths: Sequence[Action]) -> None:
+        failures: Counter_[str] = Counter_()
+        type_pairs: Counter_[tuple[str, str]] = Counter_()
+        nulls: Counter_[str] = Counter_()
+        valid = []
+        certainties = []
         for result, truth in zip(results, truths, strict=True):
-            components = result.components
             if result.format_error is not None:
-                FORMAT_FAILURES.labels(result.format_error.reason).inc()
-                ACTION_TYPES.labels("invalid", truth.type).inc()
+                failures[result.format_error.reason] += 1
+                type_pairs["invalid", truth.type] += 1
             else:
-                assert result.action is not None
-                ACTION_TYPES.labels(result.action.type, truth.type).inc()
-                for name in ("format", "type", "attribute", "value"):
-                    COMPONENT_VALUE.labels(name).observe(getattr(components, name))
-            COMPONENT_VALUE.labels("reward").observe(result.reward)
-            SCORE_VALUE.observe(result.score)
-            certainty = components.self_certainty
+                type_pairs[result.action.type, truth.type] += 1  # type: ignore[union-attr]
+                valid.append(result.components)
+            certainty = result.components.self_certainty
             if certainty is not None and math.isfinite(certainty):
-                CERTAINTY_VALUE.observe(certainty)
+                certainties.append(certainty)
             elif result.certainty.source == "model":
-                CERTAINTY_NULL.labels(result.certainty.reason or "unknown").inc()
+                nulls[result.certainty.reason or "unknown"] += 1
+        for reason, count in failures.items():
+            FORMAT_FAILURES.labels(reason).inc(count)
+        for (predicted, truth_type), count in type_pairs.items():
+            ACTION_TYPES.labels(predicted, truth_type).inc(count)
+        for reason, count in nulls.items():
+            CERTAINTY_NULL.labels(reason).inc(count)
+        for name in _COMPONENTS:
+            observe_many(self._component_children[name], [getattr(c, name) for c in valid])
+        observe_many(self._component_children["reward"], [r.reward for r in results])
+        observe_many(SCORE_VALUE, [r.score for r in results])
+        observe_many(CERTAINTY_VALUE, certainties)
 
     def on_batch(self, stats: BatchStats) -> None:
         BATCH_ITEMS.observe(stats.items)
