@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
@@ -37,9 +37,16 @@ def _config_from(args: argparse.Namespace) -> RewardConfig:
     return config
 
 
-def read_items(stream: TextIO) -> Iterator[tuple[int, RewardItem | tuple[str, str]]]:
-    """``(line number, item)`` for each non-blank line, or ``(line, (field, message))``."""
-    for number, line in enumerate(stream, start=1):
+def read_items(stream: BinaryIO) -> Iterator[tuple[int, RewardItem | tuple[str, str]]]:
+    """``(line number, item)`` for each non-blank line, or ``(line, (field, message))``.
+
+    Lines are decoded one at a time so one line of invalid UTF-8 is one bad line."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, ("line", f"not valid UTF-8: {exc}")
+            continue
         if not line.strip():
             continue
         try:
@@ -56,7 +63,7 @@ def read_items(stream: TextIO) -> Iterator[tuple[int, RewardItem | tuple[str, st
             yield number, describe_validation_error(exc.errors()[0])
 
 
-def score_stream(source: TextIO, sink: TextIO, errors: TextIO, config: RewardConfig) -> int:
+def score_stream(source: BinaryIO, sink: TextIO, errors: TextIO, config: RewardConfig) -> int:
     """Score every line of ``source`` into ``sink``; return the number of bad lines."""
     bad = 0
     config_hash = config.config_hash()
@@ -96,7 +103,7 @@ def format_metrics(metrics: EvalMetrics) -> str:
     return "\n".join(rows)
 
 
-def eval_stream(source: TextIO, errors: TextIO, config: RewardConfig) -> tuple[EvalMetrics, int]:
+def eval_stream(source: BinaryIO, errors: TextIO, config: RewardConfig) -> tuple[EvalMetrics, int]:
     """Section-6 metrics over every valid line; also the number of bad lines."""
     pairs = []
     bad = 0
@@ -110,8 +117,8 @@ def eval_stream(source: TextIO, errors: TextIO, config: RewardConfig) -> tuple[E
     return evaluate(pairs, config.similarity_threshold), bad
 
 
-def _open_input(path: str) -> TextIO:
-    return sys.stdin if path == "-" else open(path, encoding="utf-8")
+def _open_input(path: str) -> BinaryIO:
+    return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -188,12 +188,21 @@ class SlimeRequest(BaseModel):
     label: Any = None
 
 
+# pydantic puts the failing member of a union into the location ("str",
+# "dict[str,any]", "constrained-str"); none of them is a field name of ours.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "null"})
+
+
+def _is_union_tag(part: str) -> bool:
+    return not part.isidentifier() or part in _TYPE_TAGS
+
+
 def describe_validation_error(error: Mapping[str, Any]) -> tuple[str, str]:
     """``(param, message)`` of one pydantic error: the dotted location with item indices
     (``items[3].ground_truth.name``) and a message without pydantic's prefixes."""
     param = ""
     for part in error.get("loc", ()):
-        if part == "body":
+        if part == "body" or (isinstance(part, str) and _is_union_tag(part)):
             continue
         param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else str(part))
     message = str(error.get("msg", "invalid value"))

@@ -38,7 +38,10 @@ class CertaintyResult:
     """Self-certainty of one completion, or ``value=None`` with a machine-readable reason.
 
     Reasons: ``too_long`` (prompt + completion exceed the model context), ``empty_span``
-    (no completion token overlaps the rationale), ``backend_error`` (the detail says what).
+    (no completion token overlaps the rationale), ``backend_error`` (the detail says what),
+    ``invalid_request`` (span outside the text, token id outside the vocabulary, two prompt
+    forms, unknown kind, temperature <= 0), ``span_mismatch`` (``completion_ids`` do not
+    decode to ``completion_text`` up to the span end).
     """
 
     value: float | None

@@ -1,0 +1,456 @@
+"""The async scorer: a bounded micro-batching queue in front of a synchronous backend.
+
+One queue owner (the batch loop task) forms batches; one worker thread runs the model.
+Items from concurrent :meth:`CertaintyScorer.score` calls are coalesced into a batch when
+
+* the oldest queued item has waited ``max_wait_ms``, or the queue already holds a full
+  batch (``max_batch_tokens`` forward tokens or ``max_items_per_batch`` items);
+* a prompt shared by several items is counted once in the token budget and its items are
+  pulled into the same batch (a GRPO group split over several requests still shares one
+  prompt encoding).
+
+A full queue answers :class:`ScorerOverloaded` at once; an item whose caller went away
+(cancelled) is dropped before it reaches the model; an item still queued when its
+deadline passes fails with :class:`ScorerDeadlineExceeded`. This module imports no torch:
+the backend is loaded lazily in the worker thread by ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reward_server.certainty.model_loading import ModelLoadError, check_reload_dir
+from reward_server.certainty.types import (
+    BatchStats,
+    CertaintyRequest,
+    CertaintyResult,
+    ScorerDeadlineExceeded,
+    ScorerNotReady,
+    ScorerOverloaded,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BatchObserver(Protocol):
+    """Telemetry hook; both methods are called on the event loop and must not block."""
+
+    def on_batch(self, stats: BatchStats) -> None: ...
+
+    def on_queue_depth(self, depth: int) -> None: ...
+
+
+Loader = Callable[[str], Any]
+"""Builds a backend (``encode``, ``score_encoded``, ``warmup``, ``model_name``,
+``vocab_size``) from a model setting; runs in a worker thread."""
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    request: CertaintyRequest
+    encoded: Any  # EncodedItem (a failure never enters the queue)
+    generation: int
+    future: asyncio.Future[CertaintyResult]
+    enqueued: float
+    deadline: float | None
+    prompt_hash: int
+    in_flight: bool = False
+
+
+@dataclass(slots=True)
+class _Throughput:
+    """EWMA of items per second, to suggest a Retry-After when the queue is full."""
+
+    items_per_s: float = 0.0
+    _alpha: float = field(default=0.3)
+
+    def update(self, items: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        rate = items / seconds
+        self.items_per_s = (
+            rate
+            if self.items_per_s == 0
+            else (self._alpha * rate + (1 - self._alpha) * self.items_per_s)
+        )
+
+
+class CertaintyScorer:
+    """Async self-certainty scorer; see the module docstring for the batching rules."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        loader: Loader,
+        max_batch_tokens: int = 8192,
+        max_queue_items: int = 4096,
+        max_wait_ms: float = 5.0,
+        max_items_per_batch: int = 64,
+        observer: BatchObserver | None = None,
+        reload_root: str | None = None,
+    ) -> None:
+        if max_batch_tokens <= 0 or max_queue_items <= 0 or max_items_per_batch <= 0:
+            raise ValueError("batch and queue bounds must be positive")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        self._model_setting = model
+        self._loader = loader
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue_items = max_queue_items
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_items_per_batch = max_items_per_batch
+        self._observer = observer
+        self._reload_root = reload_root
+        self._backend: Any = None
+        self._generation = 0
+        self._queue: deque[_Entry] = deque()
+        self._tokenising = 0  # items reserved in the queue bound while being tokenised
+        self._wakeup: asyncio.Event | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._model_exec: ThreadPoolExecutor | None = None
+        self._tok_exec: ThreadPoolExecutor | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self._ready = False
+        self._stopping = False
+        self._throughput = _Throughput()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def model_name(self) -> str:
+        return self._backend.model_name if self._backend is not None else self._model_setting
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._backend.vocab_size) if self._backend is not None else 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting (queued or being tokenised), not counting the running batch."""
+        return self._tokenising + sum(1 for e in self._queue if not e.future.done())
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Load the model in the worker thread and warm it up; then ``ready`` is True.
+
+        Raises :class:`ModelLoadError` when the model cannot be loaded.
+        """
+        if self._ready:
+            return
+        loop = asyncio.get_running_loop()
+        self._model_exec = ThreadPoolExecutor(1, thread_name_prefix="certainty-model")
+        self._tok_exec = ThreadPoolExecutor(1, thread_name_prefix="certainty-tokenize")
+        self._wakeup = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        try:
+            self._backend = await loop.run_in_executor(
+                self._model_exec, self._load, self._model_setting
+            )
+        except BaseException:
+            self._shutdown_executors()
+            raise
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._batch_loop(), name="certainty-batcher")
+        self._ready = True
+
+    def _load(self, model: str) -> Any:
+        backend = self._loader(model)
+        backend.warmup()
+        return backend
+
+    async def stop(self) -> None:
+        """Stop: queued items fail with ScorerNotReady, the running batch finishes."""
+        self._ready = False
+        self._stopping = True
+        for entry in self._queue:
+            if not entry.future.done():
+                entry.future.set_exception(ScorerNotReady("the scorer is stopping"))
+        self._queue.clear()
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._loop_task is not None:
+            # The loop exits after its current batch; waiting lets in-flight work finish.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        self._shutdown_executors()
+        self._report_depth()
+
+    def _shutdown_executors(self) -> None:
+        for ex in (self._model_exec, self._tok_exec):
+            if ex is not None:
+                # Not cancel_futures: a caller awaiting its tokenisation then gets
+                # ScorerNotReady rather than a CancelledError it did not ask for.
+                ex.shutdown(wait=False)
+        self._model_exec = self._tok_exec = None
+
+    async def reload(self, model_dir: str) -> None:
+        """Swap in weights from ``model_dir`` without a restart.
+
+        The new model loads and warms up in a separate thread while scoring goes on; the
+        swap happens between batches, so in-flight work finishes on the old weights and
+        items tokenised for the old model are re-tokenised for the new one. With a
+        ``reload_root`` only directories under it (symlinks resolved) are accepted.
+        """
+        if not self._ready:
+            raise ScorerNotReady("the scorer is not started")
+        path = check_reload_dir(model_dir, self._reload_root)
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            backend = await asyncio.to_thread(self._load, str(path))
+            self._backend = backend
+            self._generation += 1
+
+    # ------------------------------------------------------------------ scoring
+    async def score(
+        self, requests: Sequence[CertaintyRequest], deadline: float | None = None
+    ) -> list[CertaintyResult]:
+        """Score ``requests``; one result per request, in order.
+
+        ``deadline`` is an absolute ``time.monotonic()``. Raises :class:`ScorerOverloaded`
+        at once when the queue cannot take all items, :class:`ScorerNotReady` before start
+        or during stop, :class:`ScorerDeadlineExceeded` when the deadline passes while
+        items are still queued. Per-item problems are results with ``value=None``.
+        """
+        if not self._ready:
+            raise ScorerNotReady("the certainty model is not loaded")
+        n = len(requests)
+        if n == 0:
+            return []
+        if self.queue_depth + n > self.max_queue_items:
+            raise ScorerOverloaded(
+                f"certainty queue full ({self.queue_depth} of {self.max_queue_items} items)",
+                retry_after=self._retry_after(),
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ScorerDeadlineExceeded("deadline passed before the items were queued")
+        loop = asyncio.get_running_loop()
+        backend, generation = self._backend, self._generation
+        self._tokenising += n
+        self._report_depth()
+        try:
+            # Tokenising a long prompt or a chat template takes milliseconds: off the loop.
+            encoded = await loop.run_in_executor(
+                self._tok_exec, _encode_all, backend, list(requests)
+            )
+        finally:
+            self._tokenising -= n
+        if not self._ready:
+            raise ScorerNotReady("the scorer is stopping")
+        now = time.monotonic()
+        results: list[CertaintyResult | None] = [None] * n
+        entries: list[tuple[int, _Entry]] = []
+        for i, (req, enc) in enumerate(zip(requests, encoded, strict=True)):
+            if isinstance(enc, CertaintyResult):
+                results[i] = enc
+                continue
+            entry = _Entry(
+                request=req,
+                encoded=enc,
+                generation=generation,
+                future=loop.create_future(),
+                enqueued=now,
+                deadline=deadline,
+                prompt_hash=hash(enc.prompt_ids),
+            )
+            entries.append((i, entry))
+            self._queue.append(entry)
+        self._report_depth()
+        if entries:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            try:
+                await self._wait(entries, deadline)
+            except BaseException:
+                self._abandon([e for _, e in entries])
+                raise
+        for i, entry in entries:
+            results[i] = entry.future.result()
+        out = [r for r in results if r is not None]
+        if len(out) != n:  # an invariant: never zip a short result list
+            raise RuntimeError("certainty scorer lost items")
+        return out
+
+    async def _wait(self, entries: list[tuple[int, _Entry]], deadline: float | None) -> None:
+        futures = [e.future for _, e in entries]
+        if deadline is not None:
+            _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+            if pending and any(not e.in_flight for _, e in entries if not e.future.done()):
+                raise ScorerDeadlineExceeded("deadline passed while items were queued")
+        # Items already in a batch are allowed to finish; errors propagate from result().
+        await asyncio.wait(futures)
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+    def _abandon(self, entries: list[_Entry]) -> None:
+        """The caller is gone (cancelled, deadline): drop its queued items."""
+        gone = set()
+        for e in entries:
+            if not e.future.done():
+                e.future.cancel()
+            gone.add(id(e))
+        self._queue = deque(e for e in self._queue if id(e) not in gone)
+        self._report_depth()
+
+    def _retry_after(self) -> float:
+        rate = self._throughput.items_per_s
+        if rate <= 0:
+            return 1.0
+        return float(min(30.0, max(0.1, self.queue_depth / rate)))
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.on_queue_depth(self.queue_depth)
+            except Exception:  # telemetry must never break scoring
+                log.exception("certainty observer on_queue_depth failed")
+
+    # ------------------------------------------------------------------ batch loop
+    def _queued_load(self) -> tuple[int, int]:
+        items = tokens = 0
+        seen: set[int] = set()
+        for e in self._queue:
+            if e.future.done():
+                continue
+            items += 1
+            tokens += e.encoded.forward_tokens
+            if e.prompt_hash not in seen:
+                seen.add(e.prompt_hash)
+                tokens += len(e.encoded.prompt_ids)
+            if items >= self.max_items_per_batch or tokens >= self.max_batch_tokens:
+                break
+        return items, tokens
+
+    async def _batch_loop(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not any(not e.future.done() for e in self._queue):
+                self._queue.clear()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Wait bound: give concurrent callers up to max_wait after the oldest item to
+            # join the batch, unless a full batch is already queued.
+            oldest = min(e.enqueued for e in self._queue if not e.future.done())
+            while not self._stopping:
+                items, tokens = self._queued_load()
+                remaining = oldest + self.max_wait_s - time.monotonic()
+                if (
+                    items >= self.max_items_per_batch
+                    or tokens >= self.max_batch_tokens
+                    or remaining <= 0
+                ):
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            if self._stopping:
+                break
+            batch = self._take_batch()
+            self._report_depth()
+            if not batch:
+                continue
+            try:
+                await self._run_batch(loop, batch)
+            except Exception as exc:  # a bug or a dead executor: fail this batch, keep serving
+                log.exception("certainty batch failed")
+                for e in batch:
+                    if not e.future.done():
+                        e.future.set_result(
+                            CertaintyResult(value=None, reason="backend_error", detail=f"{exc}")
+                        )
+
+    def _take_batch(self) -> list[_Entry]:
+        """FIFO under the budgets; after the first item that does not fit, only items
+        whose prompt is already in the batch (they cost their completion only) join."""
+        now = time.monotonic()
+        batch: list[_Entry] = []
+        keep: deque[_Entry] = deque()
+        prompts: set[int] = set()
+        tokens = 0
+        closed = False
+        for e in self._queue:
+            if e.future.done():
+                continue  # the caller went away
+            if e.deadline is not None and now >= e.deadline:
+                e.future.set_exception(ScorerDeadlineExceeded("deadline passed while queued"))
+                continue
+            shared = e.prompt_hash in prompts
+            cost = e.encoded.forward_tokens + (0 if shared else len(e.encoded.prompt_ids))
+            fits = len(batch) < self.max_items_per_batch and (
+                not batch or tokens + cost <= self.max_batch_tokens
+            )
+            if fits and (not closed or shared):
+                batch.append(e)
+                prompts.add(e.prompt_hash)
+                tokens += cost
+                e.in_flight = True
+            else:
+                closed = True
+                keep.append(e)
+        self._queue = keep
+        return batch
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
+        backend, generation = self._backend, self._generation
+        stale = [e for e in batch if e.generation != generation]
+        if stale:
+            # A reload happened after these were tokenised: the new tokenizer may differ.
+            fresh = await loop.run_in_executor(
+                self._tok_exec, _encode_all, backend, [e.request for e in stale]
+            )
+            for e, enc in zip(stale, fresh, strict=True):
+                e.encoded, e.generation = enc, generation
+        start = time.monotonic()
+        results, stats = await loop.run_in_executor(
+            self._model_exec, backend.score_encoded, [e.encoded for e in batch]
+        )
+        if len(results) != len(batch):
+            raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
+        queue_max = 0.0
+        for e, r in zip(batch, results, strict=True):
+            r.queue_seconds = max(0.0, start - e.enqueued)
+            queue_max = max(queue_max, r.queue_seconds)
+            if not e.future.done():  # a cancelled caller's result is dropped
+                e.future.set_result(r)
+        self._throughput.update(len(batch), stats.forward_seconds)
+        stats.extra["queue_seconds_max"] = queue_max
+        if self._observer is not None:
+            try:
+                self._observer.on_batch(stats)
+            except Exception:
+                log.exception("certainty observer on_batch failed")
+
+
+def _encode_all(backend: Any, requests: list[CertaintyRequest]) -> list[Any]:
+    return [backend.encode(r) for r in requests]
+
+
+def transformers_loader(device: str, cache_dir: str | None, **backend_kw: Any) -> Loader:
+    """A loader building :class:`TransformersBackend` (torch is imported when it runs)."""
+
+    def load(model: str) -> Any:
+        from reward_server.certainty.backends import TransformersBackend
+
+        return TransformersBackend.from_pretrained(
+            model, device=device, cache_dir=cache_dir, **backend_kw
+        )
+
+    return load
+
+
+__all__ = ["BatchObserver", "CertaintyScorer", "Loader", "ModelLoadError", "transformers_loader"]
