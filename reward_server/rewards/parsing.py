@@ -55,6 +55,16 @@ def _pairs_strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_strict)
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs; built in C by the fast decoder's hook."""
+
+
+_FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_Pairs)
+# In a well-formed strict answer the only place '"rationale"' can be followed by ':' is the
+# top-level key (a quote inside a string is escaped; action keys are type/name/text).
+_RATIONALE_KEY = re.compile(r'"rationale"[ \t\n\r]*:[ \t\n\r]*"')
 _LENIENT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _scanstring = json.decoder.scanstring
 
@@ -171,6 +181,39 @@ def _check_action(value: Any, strict: bool) -> Action:
     return Action(action_type, name, text)
 
 
+def _parse_fast_strict(completion: str) -> ParsedCompletion | None:
+    """The well-formed strict case with one C-level decode; None sends the completion to
+    the key-by-key walker, which accepts exactly what this accepts and names any failure."""
+    try:
+        top = _FAST_DECODER.decode(completion)
+    except (ValueError, RecursionError):
+        return None
+    if type(top) is not _Pairs or len(top) != 2:
+        return None
+    (first_key, first), (second_key, second) = top
+    if first_key == "rationale" and second_key == "action":
+        rationale, action = first, second
+    elif first_key == "action" and second_key == "rationale":
+        rationale, action = second, first
+    else:
+        return None
+    if type(rationale) is not str or not _nonblank(rationale) or type(action) is not _Pairs:
+        return None
+    fields = dict(action)
+    if len(fields) != len(action) or not fields.keys() <= _ACTION_KEYS:
+        return None
+    action_type, name, text = fields.get("type"), fields.get("name", ""), fields.get("text", "")
+    if action_type not in ACTION_TYPES or type(name) is not str or type(text) is not str:
+        return None
+    match = _RATIONALE_KEY.search(completion)
+    if match is None:
+        return None
+    value, stop = _scanstring(completion, match.end(), True)
+    if value != rationale:
+        return None
+    return ParsedCompletion(rationale, Action(action_type, name, text), (match.end(), stop - 1))
+
+
 def parse_completion(
     completion: str, mode: str = "strict", max_chars: int = 32_768
 ) -> ParsedCompletion | FormatFailure:
@@ -185,6 +228,10 @@ def parse_completion(
     if len(completion) > max_chars:
         return FormatFailure("too_long", f"{len(completion)} characters > limit {max_chars}")
     strict = mode != "lenient"
+    if strict:
+        fast = _parse_fast_strict(completion)
+        if fast is not None:
+            return fast
     try:
         members, _, _ = (_locate_strict if strict else _locate_lenient)(completion)
         by_key = {key: (value, start, stop) for key, value, start, stop in members}
