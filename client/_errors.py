@@ -1,0 +1,103 @@
+"""The client's exception tree: every error says what happened and what to do about it.
+
+::
+
+    RewardClientError
+    ├── BadRequestError          4xx: the request is wrong; never retried (carries ``param``)
+    │   ├── AuthenticationError  401: missing or wrong API key
+    │   └── PayloadTooLargeError 413: a chunk is over the server's limit
+    ├── OverloadedError          429 / 503 after every retry (carries ``retry_after``)
+    ├── ServerError              5xx after every retry
+    ├── TransportError           connection refused / reset / read timeout after every retry
+    ├── DeadlineExceededError    the call's deadline passed (client side or server 504)
+    └── ResponseMismatchError    the reply does not line up with the request (count, index, id)
+"""
+
+from __future__ import annotations
+
+
+class RewardClientError(Exception):
+    """Base class of every error raised by :mod:`client`.
+
+    ``url`` is the base URL of the last attempt (``None`` when no request was sent),
+    ``attempts`` how many HTTP attempts the failed call made.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        self.attempts = attempts
+
+
+class BadRequestError(RewardClientError):
+    """The server refused the request (4xx). Retrying the same request cannot help.
+
+    ``status`` is the HTTP status, ``param`` the offending field as the server names it,
+    re-indexed to the caller's item list (``items[1027].ground_truth.type``), ``kind`` the
+    server's error type.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        param: str | None = None,
+        kind: str | None = None,
+        url: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, attempts=attempts)
+        self.status = status
+        self.param = param
+        self.kind = kind
+
+
+class AuthenticationError(BadRequestError):
+    """401: pass ``api_key=`` (or set SHOP_R1_API_KEY) to the key the server was started with."""
+
+
+class PayloadTooLargeError(BadRequestError):
+    """413: lower ``chunk_size`` below the server's ``max_items`` (see GET /v1/config)."""
+
+
+class OverloadedError(RewardClientError):
+    """The server kept answering 429/503 (``retry_after`` is its last hint, in seconds)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        retry_after: float | None = None,
+        url: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, attempts=attempts)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ServerError(RewardClientError):
+    """The server kept failing with 5xx (500 is a server bug: report it with its log)."""
+
+    def __init__(self, message: str, *, status: int, url: str | None = None, attempts: int = 0):
+        super().__init__(message, url=url, attempts=attempts)
+        self.status = status
+
+
+class TransportError(RewardClientError):
+    """No usable HTTP answer (refused, reset, timed out) from any URL after every retry."""
+
+
+class DeadlineExceededError(RewardClientError):
+    """The call's deadline passed before the server answered."""
+
+
+class ResponseMismatchError(RewardClientError):
+    """The reply does not line up with the request (result count, index or id differs).
+
+    Nothing is zipped silently: the whole call fails, because a misaligned reward trains
+    the policy on another sample's signal.
+    """

@@ -1,0 +1,168 @@
+"""OpenRLHF ``.py`` mode, verl (batch and async per-sample) and slime adapters against a
+live rules-only service, with inputs shaped exactly as those trainers build them
+(``TRAINERS.md``; neither trainer installs here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+
+from client import BadRequestError
+from tests.client.conftest import request_count
+from trainer_adapter import openrlhf, slime, verl
+
+CLICK = {"type": "click", "name": "refinements.customer_reviews"}
+SEARCH = {"type": "type_and_submit", "name": "search_input", "text": "geforce gtx 5090 rog"}
+TERMINATE = {"type": "terminate"}
+
+
+def answer(action: dict, rationale: str = "I look for reviews first.") -> str:
+    return json.dumps({"rationale": rationale, "action": action})
+
+
+ROWS = [  # (response, ground truth, reward): REWARD_SPEC section 7
+    (answer(CLICK), CLICK, 1001.0),
+    (answer({**SEARCH, "text": "gaming laptop"}), SEARCH, 1.1),
+    (answer(TERMINATE), TERMINATE, 0.8),
+    ("```json\n" + answer(TERMINATE) + "\n```", TERMINATE, 0.0),
+    (answer(TERMINATE), {"type": "click", "name": "buy_now"}, 0.5),
+]
+COMPONENTS = {"format", "type", "attribute", "value", "format_ok", "self_certainty_missing"}
+
+
+def chat_prompt(user: str) -> str:
+    """What OpenRLHF decodes as the prompt: SmolLM2's chat template, special tokens kept."""
+    return (
+        "<|im_start|>system\nYou simulate a shopper.<|im_end|>\n"
+        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+@pytest.fixture
+def service_env(rules_server, monkeypatch):
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", rules_server.url)
+    monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "none")
+    return rules_server
+
+
+def openrlhf_batch() -> tuple[list[str], list[str], list[str]]:
+    prompts = [chat_prompt(f"step {i}: page html ...") for i in range(len(ROWS))]
+    queries = [
+        p + response + "<|im_end|>" for p, (response, _, _) in zip(prompts, ROWS, strict=True)
+    ]
+    labels = [json.dumps(truth) for _, truth, _ in ROWS]  # --data.label_key column
+    return queries, prompts, labels
+
+
+def test_openrlhf_reward_func_matches_url_mode(service_env):
+    import torch  # inside OpenRLHF torch is always loaded: tensors come back
+
+    queries, prompts, labels = openrlhf_batch()
+    before = request_count(service_env.url, status="200")
+    out = openrlhf.reward_func(queries, prompts, labels)
+    assert request_count(service_env.url, status="200") - before == 1  # one call per batch
+    assert set(out) == {"rewards", "scores", "extra_logs"}
+    assert isinstance(out["rewards"], torch.Tensor)
+    assert out["rewards"].tolist() == pytest.approx([r for _, _, r in ROWS])
+    assert all(0 <= s <= 1 for s in out["scores"].tolist())
+    assert set(out["extra_logs"]) == COMPONENTS
+    assert all(len(v) == len(ROWS) for v in out["extra_logs"].values())
+    assert out["extra_logs"]["format_ok"].tolist() == [1, 1, 1, 0, 1]
+
+    # URL mode (the server's own /get_reward) gives the same numbers for the same batch.
+    url_mode = httpx.post(
+        service_env.url + "/get_reward",
+        json={"query": queries, "prompts": prompts, "labels": labels},
+        timeout=30,
+    ).json()
+    assert url_mode["rewards"] == pytest.approx(out["rewards"].tolist())
+    assert url_mode["scores"] == pytest.approx(out["scores"].tolist())
+
+
+def test_openrlhf_reward_func_errors_say_what_to_do(service_env):
+    queries, prompts, labels = openrlhf_batch()
+    with pytest.raises(ValueError, match="label_key"):
+        openrlhf.reward_func(queries, prompts, [""] * len(queries))
+    with pytest.raises(BadRequestError) as caught:
+        openrlhf.reward_func(queries, prompts, [*labels[:-1], '{"type": "bogus"}'])
+    assert caught.value.param == f"items[{len(ROWS) - 1}].ground_truth.type"
+    assert openrlhf.reward_func([], [], [])["extra_logs"] == {}
+
+
+def verl_batch() -> dict:
+    """What verl's BatchRewardManager passes: numpy object arrays from non_tensor_batch."""
+    return {
+        "data_sources": np.array(["shop_r1"] * len(ROWS), dtype=object),
+        "solution_strs": [response for response, _, _ in ROWS],  # response only, decoded
+        "ground_truths": [truth for _, truth, _ in ROWS],  # reward_model.ground_truth
+        "extra_infos": np.array(
+            [{"index": i, "split": "train", "prompt": f"step {i}"} for i in range(len(ROWS))],
+            dtype=object,
+        ),
+    }
+
+
+def test_verl_batch_compute_score(service_env):
+    before = request_count(service_env.url, status="200")
+    results = verl.compute_score_batch(**verl_batch(), extra_kwarg="from reward_kwargs")
+    assert request_count(service_env.url, status="200") - before == 1
+    assert [r["score"] for r in results] == pytest.approx([r for _, _, r in ROWS])
+    keys = {frozenset(r) for r in results}
+    assert len(keys) == 1  # verl needs the same key set for every sample
+    assert {"score", "score_normalized", *COMPONENTS, "self_certainty"} == set(results[0])
+    assert all(math.isnan(r["self_certainty"]) for r in results)  # missing: NaN, never 0
+
+
+async def test_verl_async_compute_score_coalesces(service_env, monkeypatch):
+    monkeypatch.setenv("SHOP_R1_REWARD_BATCH_WAIT_MS", "20")
+    count = 60
+    before = request_count(service_env.url, status="200")
+    calls = [
+        verl.compute_score(
+            "shop_r1",
+            ROWS[i % len(ROWS)][0],
+            ROWS[i % len(ROWS)][1],
+            {"index": i, "prompt": f"step {i}"},
+        )
+        for i in range(count)
+    ]
+    results = await asyncio.gather(*calls)
+    assert [r["score"] for r in results] == pytest.approx(
+        [ROWS[i % len(ROWS)][2] for i in range(count)]
+    )
+    assert request_count(service_env.url, status="200") - before <= 3  # not 60 requests
+
+    # One bad sample fails alone; its neighbours in the same coalesced batch still score.
+    outcomes = await asyncio.gather(
+        verl.compute_score("shop_r1", ROWS[0][0], ROWS[0][1]),
+        verl.compute_score("shop_r1", ROWS[0][0], {"type": "bogus"}),
+        verl.compute_score("shop_r1", ROWS[2][0], ROWS[2][1]),
+        return_exceptions=True,
+    )
+    assert outcomes[0]["score"] == pytest.approx(1001.0)
+    assert isinstance(outcomes[1], BadRequestError)
+    assert outcomes[2]["score"] == pytest.approx(0.8)
+
+
+async def test_slime_group_rm(service_env):
+    samples = [
+        SimpleNamespace(
+            prompt=[{"role": "user", "content": "find reviews"}],
+            response=response + "<|im_end|>",
+            label=json.dumps(truth),
+            metadata={},
+        )
+        for response, truth, _ in ROWS
+    ]
+    rewards = await slime.group_rm(SimpleNamespace(reward_key=None), samples)
+    assert rewards == pytest.approx([r for _, _, r in ROWS])
+    detailed = await slime.group_rm(SimpleNamespace(reward_key="reward"), samples)
+    assert detailed[0]["reward"] == pytest.approx(1001.0) and detailed[0]["value"] == 1000
+    assert detailed[3]["format_error"] and detailed[3]["reward"] == 0
+    assert await slime.rm(SimpleNamespace(), samples[2]) == pytest.approx(0.8)

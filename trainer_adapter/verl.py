@@ -1,0 +1,185 @@
+"""verl adapter: a custom reward function calling the reward service.
+
+Two entry points (verl config ``custom_reward_function.path`` = this file):
+
+* ``compute_score_batch`` for ``reward_model.reward_manager=batch``
+  (``custom_reward_function.name=compute_score_batch``): verl calls it once per batch with
+  ``data_sources=, solution_strs=, ground_truths=, extra_infos=``; one service call scores
+  the batch (chunked, retried, order and length checked).
+* ``compute_score`` (``async def``, the default name) for the per-sample reward loop
+  (``naive`` / ``dapo`` / ``rate_limited`` managers): concurrent calls on one event loop
+  are coalesced into batched requests (up to ``SHOP_R1_REWARD_BATCH_MAX_ITEMS`` items or
+  ``SHOP_R1_REWARD_BATCH_WAIT_MS`` milliseconds, whichever first), then fanned back out.
+
+Every result is a dict with the same keys: ``score`` (the Shop-R1 reward the policy is
+trained on), ``score_normalized`` (0..1), ``format``, ``type``, ``attribute``, ``value``,
+``self_certainty`` (NaN when not computed, never a silent 0), ``self_certainty_missing``
+and ``format_ok``; verl puts the extra keys in ``reward_extra_info``.
+
+The dataset row: ``reward_model.ground_truth`` is the shopper's action (a dict or JSON
+string). verl does not pass the prompt to reward functions: to let the service compute
+self-certainty with its model (``SHOP_R1_SELF_CERTAINTY_SOURCE=model``), put the prompt
+in ``extra_info["prompt"]`` (templated text or chat messages); to send the trainer's own
+value, put it in ``extra_info["self_certainty"]`` and set the source to ``provided``.
+A failure raises (after retries) rather than returning 0. Configuration: ``SHOP_R1_*``
+variables (see :mod:`trainer_adapter._settings`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from client import BadRequestError, RewardResult, ScoreItem
+from trainer_adapter._results import flat_result
+from trainer_adapter._settings import AdapterSettings, async_client, sync_client
+
+__all__ = ["compute_score", "compute_score_batch", "item_for"]
+
+_ITEM = re.compile(r"^items\[(\d+)\]")
+
+
+def item_for(
+    solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None
+) -> ScoreItem:
+    """One score item from verl's per-sample arguments (prompt from ``extra_info``)."""
+    extra = extra_info or {}
+    certainty = extra.get("self_certainty")
+    return ScoreItem(
+        completion=solution_str,
+        ground_truth=_plain(ground_truth),
+        prompt=_prompt(extra.get("prompt")),
+        self_certainty=float(certainty) if certainty is not None else None,
+    )
+
+
+def _prompt(value: Any) -> str | list[dict[str, str]] | None:
+    """Text, or chat messages from any sequence (parquet may give numpy object arrays)."""
+    if value is None or isinstance(value, str):
+        return value or None
+    messages = [dict(message) for message in value]
+    return messages or None
+
+
+def _plain(value: Any) -> Any:
+    """A ground truth as JSON-ready data (parquet may give numpy scalars inside dicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): v if v is None or isinstance(v, str) else str(v) for k, v in value.items()}
+    return value
+
+
+def compute_score_batch(
+    data_sources: Sequence[str],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+    **kwargs: Any,
+) -> list[dict[str, float]]:
+    """verl ``batch`` reward manager entry: one dict per sample, in order."""
+    count = len(solution_strs)
+    extra_infos = list(extra_infos) if extra_infos is not None else [None] * count
+    if not len(data_sources) == count == len(ground_truths) == len(extra_infos):
+        raise ValueError(
+            f"verl passed {len(data_sources)} data_sources, {count} solution_strs, "
+            f"{len(ground_truths)} ground_truths and {len(extra_infos)} extra_infos"
+        )
+    if not count:
+        return []
+    settings = AdapterSettings.from_env()
+    items = [
+        item_for(solution, truth, extra)
+        for solution, truth, extra in zip(solution_strs, ground_truths, extra_infos, strict=True)
+    ]
+    batch = sync_client(settings).score(items, **settings.score_kwargs())
+    return [flat_result(result) for result in batch.results]
+
+
+class _Coalescer:
+    """Collects concurrent per-sample calls on one loop into batched service calls."""
+
+    def __init__(self, settings: AdapterSettings) -> None:
+        self.settings = settings
+        self.pending: list[tuple[ScoreItem, asyncio.Future[RewardResult]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: ScoreItem) -> RewardResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RewardResult] = loop.create_future()
+        self.pending.append((item, future))
+        if len(self.pending) >= self.settings.batch_max_items:
+            self.flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.settings.batch_wait_ms / 1000, self.flush)
+        return await future
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.pending = self.pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, batch: list[tuple[ScoreItem, asyncio.Future[RewardResult]]]) -> None:
+        live = [(item, future) for item, future in batch if not future.done()]
+        while live:
+            try:
+                scored = await async_client(self.settings).score(
+                    [item for item, _ in live], **self.settings.score_kwargs()
+                )
+            except BadRequestError as exc:
+                # One bad sample must not fail its neighbours: fail it alone, resend the rest.
+                match = _ITEM.match(exc.param or "")
+                if match is None or int(match.group(1)) >= len(live):
+                    return _fail(live, exc)
+                bad = int(match.group(1))
+                _fail([live[bad]], exc)
+                live = live[:bad] + live[bad + 1 :]
+                continue
+            except BaseException as exc:  # cancellation included: never leave a caller hanging
+                _fail(live, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for (_, future), result in zip(live, scored.results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            return
+
+
+def _fail(
+    entries: list[tuple[ScoreItem, asyncio.Future[RewardResult]]], exc: BaseException
+) -> None:
+    for _, future in entries:
+        if not future.done():
+            future.set_exception(exc)
+
+
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Coalescer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """verl per-sample reward (``async``): coalesced with concurrent calls into one request."""
+    settings = AdapterSettings.from_env()
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None or coalescer.settings != settings:
+        if coalescer is not None:
+            coalescer.flush()
+        coalescer = _coalescers[loop] = _Coalescer(settings)
+    result = await coalescer.submit(item_for(solution_str, ground_truth, extra_info))
+    return flat_result(result)
