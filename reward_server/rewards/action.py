@@ -18,15 +18,11 @@ ActionReward(type=0.3, attribute=0.2, value=800.0)
 from __future__ import annotations
 
 from reward_server.config import RewardConfig
+from reward_server.rewards.parsing import nonblank
 from reward_server.rewards.similarity import rouge_l_f1
 from reward_server.rewards.types import Action, ActionReward
 
 _NO_CREDIT = ActionReward(0.0, 0.0, 0.0)
-
-
-def nonblank(text: str) -> bool:
-    """At least one non-white-space character."""
-    return bool(text) and not text.isspace()
 
 
 def thresholded_similarity(prediction: str, target: str, threshold: float) -> float:

@@ -62,6 +62,7 @@ class _Pairs(list):
 
 
 _FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_Pairs)
+_FAST_SCAN = _FAST_DECODER.scan_once
 # In a well-formed strict answer the only place '"rationale"' can be followed by ':' is the
 # top-level key (a quote inside a string is escaped; action keys are type/name/text).
 _RATIONALE_KEY = re.compile(r'"rationale"[ \t\n\r]*:[ \t\n\r]*"')
@@ -157,7 +158,8 @@ def _locate_lenient(text: str) -> tuple[list[tuple[str, Any, int, int]], int, in
     raise _Failure("not_json", "no JSON object found")
 
 
-def _nonblank(value: str) -> bool:
+def nonblank(value: str) -> bool:
+    """At least one non-white-space character (REWARD_SPEC section 3, "non-empty")."""
     return bool(value) and not value.isspace()
 
 
@@ -185,8 +187,15 @@ def _parse_fast_strict(completion: str) -> ParsedCompletion | None:
     """The well-formed strict case with one C-level decode; None sends the completion to
     the key-by-key walker, which accepts exactly what this accepts and names any failure."""
     try:
-        top = _FAST_DECODER.decode(completion)
-    except (ValueError, RecursionError):
+        # scan_once directly (the C scanner) when nothing surrounds the object; decode()
+        # adds a Python layer that is a measurable share of a 7-microsecond parse.
+        if completion[:1] == "{" and completion[-1:] == "}":
+            top, stop = _FAST_SCAN(completion, 0)
+            if stop != len(completion):
+                return None
+        else:
+            top = _FAST_DECODER.decode(completion)
+    except (StopIteration, ValueError, RecursionError):
         return None
     if type(top) is not _Pairs or len(top) != 2:
         return None
@@ -197,7 +206,7 @@ def _parse_fast_strict(completion: str) -> ParsedCompletion | None:
         rationale, action = second, first
     else:
         return None
-    if type(rationale) is not str or not _nonblank(rationale) or type(action) is not _Pairs:
+    if type(rationale) is not str or not nonblank(rationale) or type(action) is not _Pairs:
         return None
     fields = dict(action)
     if len(fields) != len(action) or not fields.keys() <= _ACTION_KEYS:
@@ -247,7 +256,7 @@ def parse_completion(
         rationale, rationale_start, rationale_stop = by_key["rationale"]
         if not isinstance(rationale, str):
             raise _Failure("bad_rationale", "rationale must be a string")
-        if not _nonblank(rationale):
+        if not nonblank(rationale):
             raise _Failure("empty_rationale", "rationale is blank")
         action = _check_action(by_key["action"][0], strict)
     except _Failure as failure:
@@ -300,7 +309,7 @@ def _ground_truth_from_object(value: Any) -> Action:
         fields[key] = item or ""
     required = {"click": ("name",), "type_and_submit": ("name", "text")}.get(action_type, ())
     for key in required:
-        if not _nonblank(fields[key]):
+        if not nonblank(fields[key]):
             raise GroundTruthError(f"{field}.{key}", f"required (non-blank) for {action_type}")
     if action_type == "terminate":
         return Action("terminate")

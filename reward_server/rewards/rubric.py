@@ -36,20 +36,14 @@ def compose_reward(
     """Every component of one item's reward from its parse outcome (formulas above)."""
     if isinstance(outcome, FormatFailure):
         return RewardBreakdown(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, outcome)
-    parts = action_reward(outcome.action, ground_truth, config)
-    rules = config.format_weight + parts.type + parts.attribute + parts.value
+    type_part, attribute, value = action_reward(outcome.action, ground_truth, config)
+    rules = config.format_weight + type_part + attribute + value
     reward = rules if self_certainty is None else rules + config.alpha * self_certainty
     best = config.best_for(ground_truth.type)
+    # Positional: this runs once per item, and keyword construction costs more.
     return RewardBreakdown(
-        reward=reward,
-        score=rules / best if best > 0 else 0.0,
-        format=config.format_weight,
-        type=parts.type,
-        attribute=parts.attribute,
-        value=parts.value,
-        self_certainty=self_certainty,
-        parsed=outcome,
-        failure=None,
+        reward, rules / best if best > 0 else 0.0, config.format_weight, type_part,
+        attribute, value, self_certainty, outcome, None,
     )
 
 

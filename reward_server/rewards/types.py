@@ -1,16 +1,18 @@
-"""Value types of the reward core: actions, parse results, component breakdowns."""
+"""Value types of the reward core: actions, parse results, component breakdowns.
+
+They are NamedTuples: immutable like frozen dataclasses, but built several times faster,
+which matters at tens of thousands of items per second.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 ActionType = Literal["click", "type_and_submit", "terminate"]
 ACTION_TYPES: tuple[str, ...] = ("click", "type_and_submit", "terminate")
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     """A shopping action (REWARD_SPEC section 1). ``name``/``text`` are "" when absent."""
 
     type: str
@@ -26,8 +28,7 @@ class Action:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedCompletion:
+class ParsedCompletion(NamedTuple):
     """A completion that passed the format check.
 
     ``rationale_span`` is the half-open character span of the rationale's string value
@@ -39,16 +40,14 @@ class ParsedCompletion:
     rationale_span: tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class FormatFailure:
+class FormatFailure(NamedTuple):
     """Why a completion fails the format reward; ``reason`` is machine-readable."""
 
     reason: str
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class ActionReward:
+class ActionReward(NamedTuple):
     """The three parts of the hierarchical action reward (REWARD_SPEC section 3)."""
 
     type: float
@@ -60,8 +59,7 @@ class ActionReward:
         return self.type + self.attribute + self.value
 
 
-@dataclass(frozen=True, slots=True)
-class RewardBreakdown:
+class RewardBreakdown(NamedTuple):
     """Every component of one item's reward (REWARD_SPEC section 5)."""
 
     reward: float
