@@ -32,7 +32,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 JSON = "application/json"
 
 
-def context(request: Request) -> AppContext:
+async def context(request: Request) -> AppContext:
+    # async: FastAPI runs a sync dependency in a worker thread, a thread hop per request.
     return request.app.state.context
 
 
