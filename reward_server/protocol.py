@@ -101,8 +101,13 @@ class RewardItem(_LabelledCompletion):
         return value
 
 
+# A hard ceiling checked while the list is validated, so an item-count bomb is refused
+# early (413) instead of validating millions of items; --max-items (<= this) applies after.
+MAX_ITEMS_CEILING = 65_536
+
+
 class RewardRequest(_Strict):
-    items: list[RewardItem]
+    items: list[RewardItem] = Field(max_length=MAX_ITEMS_CEILING)
     config: ConfigOverrides | None = None
     self_certainty_source: CertaintySource | None = Field(
         None, description="`model` (served model), `provided` (item.self_certainty) or `none`;"
@@ -162,14 +167,14 @@ class EvaluateItem(_LabelledCompletion):
 
 
 class EvaluateRequest(_Strict):
-    items: list[EvaluateItem]
+    items: list[EvaluateItem] = Field(max_length=MAX_ITEMS_CEILING)
     config: ConfigOverrides | None = None
 
 
 class OpenRLHFRequest(BaseModel):
     """What OpenRLHF's remote reward client POSTs (extra fields tolerated: trainer-owned)."""
 
-    query: list[str]
+    query: list[str] = Field(max_length=MAX_ITEMS_CEILING)
     prompts: list[str] | None = None
     labels: list[Any] | None = None
 

@@ -91,8 +91,17 @@ class _Scored:
     truth: Action
 
 
+def _printable(text: str) -> str:
+    """``text`` as valid Unicode for the wire: a lone surrogate (legal in a JSON string,
+    so in a well-formed completion) is echoed as its escape, e.g. ``\\ud800``."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _action_model(action: Action) -> ActionModel:
-    return ActionModel.model_construct(**action.as_dict())
+    fields = {key: _printable(value) for key, value in action.as_dict().items()}
+    return ActionModel.model_construct(**fields)
 
 
 def wire_result(
@@ -289,6 +298,10 @@ class RewardService:
                 raise CertaintyUnavailable(f"self-certainty backend failed: {exc}") from exc
             detail = f"{type(exc).__name__}: {exc}"[:500]
             measured = [CertaintyResult(None, "backend_error", detail) for _ in requests]
+        if self.options.on_certainty_failure == "error":
+            failed = next((r for r in measured if r.reason == "backend_error"), None)
+            if failed is not None:
+                raise CertaintyUnavailable(f"self-certainty backend failed: {failed.detail}")
         if len(measured) != len(requests):
             raise RuntimeError(f"scorer returned {len(measured)} results for {len(requests)}")
         out: list[tuple[CertaintyInfo, float | None]] = [

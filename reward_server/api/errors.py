@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reward_server import telemetry
 from reward_server.certainty.types import (
@@ -93,8 +94,19 @@ def response_for(exc: BaseException) -> JSONResponse:
     """Map an exception to its error response (500 for anything unexpected: a bug)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.kind, exc.message, exc.param, exc.retry_after)
+    if isinstance(exc, StarletteHTTPException):
+        # FastAPI's own errors (e.g. a body json cannot decode: nesting past the recursion
+        # limit, integers over 4,300 digits) in the one shape; its 400 is our 422.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        kind = "invalid_request_error" if status == 422 else "http_error"
+        return error_response(status, kind, str(exc.detail), "body" if status == 422 else None)
     if isinstance(exc, RequestValidationError):
         errors = exc.errors()
+        if errors and errors[0].get("type") == "too_long" and errors[0].get("loc", ())[-1:] in (
+            ("items",), ("query",)
+        ):
+            param, message = describe_validation_error(errors[0])
+            return error_response(413, "payload_too_large", message, param)
         param, message = describe_validation_error(errors[0]) if errors else ("body", "invalid")
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more errors)"
@@ -102,7 +114,7 @@ def response_for(exc: BaseException) -> JSONResponse:
     for cls, mapping in _STATUS_OF.items():
         if isinstance(exc, cls):
             retry = getattr(exc, "retry_after", None)
-            if mapping.status == 503 and retry is None:
+            if mapping.status in (503, 504) and retry is None:
                 retry = 5.0
             param = getattr(exc, "param", None)
             return error_response(mapping.status, mapping.kind, str(exc), param, retry)
@@ -116,5 +128,5 @@ def register_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return response_for(exc)
 
-    for cls in (ApiError, RequestValidationError, *_STATUS_OF, Exception):
+    for cls in (ApiError, RequestValidationError, StarletteHTTPException, *_STATUS_OF, Exception):
         app.add_exception_handler(cls, handle)

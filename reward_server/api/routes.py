@@ -27,7 +27,7 @@ from reward_server.service import strip_end_markers
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (401, 413, 422, 429, 503, 504)
+    status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429, 503, 504)
 }
 JSON = "application/json"
 
@@ -192,7 +192,7 @@ async def reload_model(payload: dict[str, str], ctx: Ctx) -> dict:
         raise ApiError("model_dir (a directory path) is required", "model_dir")
     try:
         await ctx.scorer.reload(model_dir)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # ModelLoadError is a RuntimeError
         raise ApiError(str(exc), "model_dir") from None
     return {"status": "reloaded", "model": ctx.scorer.model_name}
 

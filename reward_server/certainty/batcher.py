@@ -287,9 +287,11 @@ class CertaintyScorer:
         futures = [e.future for _, e in entries]
         if deadline is not None:
             _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-            if pending and any(not e.in_flight for _, e in entries if not e.future.done()):
-                raise ScorerDeadlineExceeded("deadline passed while items were queued")
-        # Items already in a batch are allowed to finish; errors propagate from result().
+            if pending:
+                # A batch already in the model thread runs on (its late results are
+                # dropped), but the caller gets its answer at the deadline, not after a hang.
+                where = "queued" if any(not e.in_flight for _, e in entries) else "being scored"
+                raise ScorerDeadlineExceeded(f"deadline passed while items were {where}")
         await asyncio.wait(futures)
         for f in futures:
             if f.exception() is not None:

@@ -186,7 +186,7 @@ def _reload(server, model_dir: str) -> httpx.Response:
 
 def test_reload_refuses_paths_outside_the_root(reload_server, monkeypatch) -> None:
     """Traversal (``..``), absolute paths and symlinks out of the root are refused and
-    nothing is loaded. (The status is checked in the xfail test below: today a 500.)"""
+    nothing is loaded. (The status, 422, is checked in the test below.)"""
     server, root, state = reload_server
     monkeypatch.chdir(root)  # relative paths resolve from the server's working directory
     for template in OUTSIDE_ATTEMPTS + NOT_A_DIR:
@@ -199,13 +199,6 @@ def test_reload_refuses_paths_outside_the_root(reload_server, monkeypatch) -> No
     assert state.loads[-1] == str((root / "good").resolve())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a refused reload target answers 500 'internal server error (a bug)' instead "
-    "of 422: check_reload_dir raises ModelLoadError, a RuntimeError, and "
-    "routes.reload_model only catches (ValueError, OSError). Reproducer: POST /v1/reload "
-    "{'model_dir': '../../etc'} with the key on a server with --reload-root. Fix: catch "
-    "ModelLoadError there too (-> ApiError 422, param model_dir), or map it in "
-    "api/errors.py _STATUS_OF."))
 def test_refused_reload_is_422_naming_model_dir(reload_server, monkeypatch) -> None:
     server, root, _ = reload_server
     monkeypatch.chdir(root)

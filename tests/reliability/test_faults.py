@@ -112,13 +112,6 @@ def test_scorer_level_oom_null_or_503(fault_server, policy) -> None:
     assert_healthy(server)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: --on-certainty-failure error is ignored when the *backend* fails: the batcher "
-    "(certainty/batcher.py _batch_loop) turns the exception into per-item backend_error "
-    "results, so RewardService never sees an exception and answers 200 with nulls "
-    "instead of 503 (README: 'backend_error ... --on-certainty-failure error turns that "
-    "into a 503 instead'). Fix: in RewardService._model_certainty, when the policy is "
-    "'error', raise CertaintyUnavailable if any result has reason 'backend_error'."))
 @pytest.mark.parametrize("mode", ["raise", "oom"])
 def test_backend_failure_is_503_when_configured(fault_server, mode) -> None:
     state = FaultState(mode=mode)
@@ -169,16 +162,6 @@ def _wait_batches(state: FaultState, count: int, timeout: float = 20) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a backend that hangs past the request deadline hangs the request with it: "
-    "CertaintyScorer._wait (certainty/batcher.py) lets items already in a batch 'finish' "
-    "with no bound, so a request whose batch is in the model thread never gets its 504 "
-    "or its null-with-reason; the client only sees its own read timeout. Reproducer: "
-    "this test (backend blocks 60 s, X-Request-Timeout: 1). Expected: an answer within "
-    "about the deadline (200 with self_certainty null, reason e.g. 'deadline_exceeded' "
-    "or 'backend_error', rules kept; or 504). Fix: in _wait, after the deadline, stop "
-    "waiting for in-flight futures too (raise ScorerDeadlineExceeded, or resolve the "
-    "caller's items with a null result and let the batch's late results be dropped)."))
 def test_hang_past_deadline_is_answered_near_the_deadline(fault_server) -> None:
     state = FaultState(mode="hang")
     server = fault_server(state)

@@ -44,12 +44,6 @@ def test_no_server_errors_and_responses_match_the_schema(rules_server, tmp_path)
     assert re.search(r"[1-9]\d* generated", output), output[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (schema): statuses the API returns are missing from /openapi.json: 400 from "
-    "FastAPI's body-parse error (see test_hostile_input: not the one error shape either) "
-    "on /v1/rewards, /v1/evaluate, /get_reward, /slime/reward, and 403 on /v1/reload. "
-    "schemathesis ST103 'Undocumented status code'. Fix: map the 400 to 422 in "
-    "api/errors.py and add 403 to the reload route's responses (routes.py ERRORS)."))
 def test_every_status_is_documented(rules_server, tmp_path) -> None:
     code, output = run_schemathesis(rules_server.url, "status_code_conformance", tmp_path,
                                     "--max-failures", "1")

@@ -179,13 +179,6 @@ def test_hostile_bodies_never_500(rules_server, label: str) -> None:
     assert httpx.get(rules_server.url + "/healthz").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: bodies that json.loads cannot decode without a non-JSONDecodeError (nesting "
-    "deeper than the recursion limit, integers over 4300 digits) get FastAPI's own "
-    "400 {'detail': 'There was an error parsing the body'}: not the one error shape and "
-    "not a documented status (schemathesis ST103 flags it too). Fix: register a handler "
-    "for starlette.exceptions.HTTPException in api/errors.py (map 400 body-parse errors "
-    "to 422 invalid_request_error, param 'body', via error_response)."))
 @pytest.mark.parametrize("label", ["deep nesting", "huge integer id"])
 def test_unparseable_bodies_get_the_one_error_shape(rules_server, label: str) -> None:
     response = raw_post(rules_server.url, HOSTILE_BODIES[label])
@@ -206,17 +199,6 @@ LONE_SURROGATE_ACTION = json.dumps(
 )  # the text '..."name": "\\ud800"...': valid JSON an LLM can emit
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (500, whole batch lost): a completion whose action name/text holds a JSON "
-    "escape of a lone surrogate (e.g. \"name\": \"\\ud800\", valid JSON that an LLM can "
-    "emit) parses fine, and the parsed action is echoed in the result; serialising it "
-    "(routes.py rewards -> RewardResponse.model_dump_json) raises PydanticSerializationError "
-    "'surrogates not allowed', so every item of the request gets a 500, and the client "
-    "retries the same 500. Reproducer: this test. Expected: 200 with a score (e.g. a "
-    "format failure 'bad_action' / 'invalid_unicode', or the name echoed escaped). Fix: "
-    "in rewards/parsing.py reject action strings that do not encode as UTF-8 "
-    "(s.encode('utf-8') raises) as a format failure; or serialise the response with "
-    "ensure_ascii JSON."))
 def test_lone_surrogate_in_completion_is_a_score_not_a_500(rules_server) -> None:
     item = {"id": 0, "completion": LONE_SURROGATE_ACTION,
             "ground_truth": {"type": "click", "name": "x"}}
@@ -238,15 +220,6 @@ def test_lone_surrogate_on_trainer_routes_is_a_score(rules_server) -> None:
 BOMB_ITEMS = 1_000_000 if FULL else 200_000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (denial of service): the item-count limit (--max-items, 413) is checked in the "
-    "route after pydantic has validated every item, synchronously on the event loop. "
-    "A 3 MB body of 1,000,000 empty items took 16 s to answer (422 with 2,000,000 "
-    "errors), peaked the server at 2.5 GB RSS, and /healthz waited 17.5 s meanwhile; "
-    "the default 64 MB body limit allows ~21 M items. Expected: 413 at once. Fix: check "
-    "len(items) before validation (e.g. parse the body with json.loads in the route, "
-    "refuse over max_items, then RewardRequest.model_validate), or give the wire "
-    "models' lists a static max_length."))
 def test_item_count_bomb_is_refused_at_once(rules_server) -> None:
     body = b'{"items": [' + b",".join([b"{}"] * BOMB_ITEMS) + b"]}"
     started = time.perf_counter()
