@@ -48,7 +48,12 @@ from reward_server.certainty.spans import (
     offsets_by_decoding,
     overlapping_positions,
 )
-from reward_server.certainty.types import BatchStats, CertaintyRequest, CertaintyResult
+from reward_server.certainty.types import (
+    BatchStats,
+    CertaintyRequest,
+    CertaintyResult,
+    finish_batch,
+)
 
 PromptKey = tuple[int, ...]
 
@@ -261,19 +266,9 @@ class TransformersBackend:
                 results[i] = CertaintyResult(
                     value=v, rationale_tokens=len(it.positions), total_tokens=it.total_tokens
                 )
-        elapsed = time.perf_counter() - t0
-        out: list[CertaintyResult] = []
-        for r in results:
-            assert r is not None
-            r.forward_seconds = elapsed
-            out.append(r)
-        stats = BatchStats(
-            items=len(items),
-            tokens=tokens,
-            forward_seconds=elapsed,
-            extra={"groups": float(len(groups))},
+        return finish_batch(
+            results, time.perf_counter() - t0, tokens, {"groups": float(len(groups))}
         )
-        return out, stats
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.head(hidden)

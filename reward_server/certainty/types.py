@@ -82,3 +82,20 @@ class ScorerNotReady(ScorerError):
 
 class ScorerDeadlineExceeded(ScorerError):
     """The request's deadline passed while its items were queued."""
+
+
+def finish_batch(
+    results: list[CertaintyResult | None],
+    forward_seconds: float,
+    tokens: int,
+    extra: dict[str, float],
+) -> tuple[list[CertaintyResult], BatchStats]:
+    """Every slot filled (an invariant, never a short list), each stamped with the batch's
+    forward time, and the batch's stats: what every backend returns from a batch."""
+    out: list[CertaintyResult] = []
+    for result in results:
+        if result is None:
+            raise RuntimeError("a backend batch left an item without a result")
+        result.forward_seconds = forward_seconds
+        out.append(result)
+    return out, BatchStats(len(out), tokens, forward_seconds, extra)

@@ -52,7 +52,7 @@ from reward_server.certainty.model_loading import (
     resolve_model_dir,
 )
 from reward_server.certainty.reductions import chunked_certainty
-from reward_server.certainty.types import BatchStats, CertaintyResult
+from reward_server.certainty.types import BatchStats, CertaintyResult, finish_batch
 
 VLLM_PREFIX = "vllm:"
 
@@ -390,23 +390,12 @@ class VllmBackend:
                     tokens += len(prompt) + sum(
                         items[i].forward_tokens for i in idxs if i in done  # type: ignore[union-attr]
                     )
-        elapsed = time.perf_counter() - t0
-        out: list[CertaintyResult] = []
-        for r in results:
-            assert r is not None
-            r.forward_seconds = elapsed
-            out.append(r)
-        stats = BatchStats(
-            items=len(items),
-            tokens=tokens,
-            forward_seconds=elapsed,
-            extra={
-                "groups": float(len(groups)),
-                "cached_tokens": float(cached),
-                "rerun_items": float(len(redo)),
-            },
-        )
-        return out, stats
+        extra = {
+            "groups": float(len(groups)),
+            "cached_tokens": float(cached),
+            "rerun_items": float(len(redo)),
+        }
+        return finish_batch(results, time.perf_counter() - t0, tokens, extra)
 
     # ------------------------------------------------------------------ checks
     def warmup(self) -> None:
