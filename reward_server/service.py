@@ -23,6 +23,7 @@ from reward_server.protocol import (
     CertaintyInfo,
     Components,
     ConfigOverrides,
+    EvaluateItem,
     EvaluateRequest,
     FormatError,
     RewardItem,
@@ -157,7 +158,7 @@ def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> R
         raise InvalidRequest(f"invalid config override: {exc}", param="config") from None
 
 
-def _parse_all(items: Sequence[RewardItem], config: RewardConfig) -> list[_Scored]:
+def _parse_all(items: Sequence[RewardItem | EvaluateItem], config: RewardConfig) -> list[_Scored]:
     return [
         _Scored(
             parse_completion(item.completion, config.parse_mode, config.max_completion_chars),
@@ -323,13 +324,7 @@ class RewardService:
     async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
         """Section-6 metrics over a posted batch."""
         config = effective_config(self.config, request.config)
-        pairs = [
-            (
-                parse_completion(item.completion, config.parse_mode, config.max_completion_chars),
-                item.ground_truth_action(),
-            )
-            for item in request.items
-        ]
+        pairs = [(entry.outcome, entry.truth) for entry in _parse_all(request.items, config)]
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 
 

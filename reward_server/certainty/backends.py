@@ -53,6 +53,7 @@ from reward_server.certainty.types import (
     CertaintyRequest,
     CertaintyResult,
     finish_batch,
+    warmup_request,
 )
 
 PromptKey = tuple[int, ...]
@@ -408,13 +409,6 @@ class TransformersBackend:
                     f"{self.model_name}: logits are not lm_head(final hidden state); "
                     "this architecture is not supported by the transformers backend"
                 )
-        text = '{"rationale": "I look for a cheap lamp.", "action": {"type": "terminate"}}'
-        start = text.index("I look")
-        req = CertaintyRequest(
-            completion_text=text,
-            rationale_span=(start, start + len("I look for a cheap lamp.")),
-            prompt_text="Find a lamp.\n",
-        )
-        result = self.score_batch([req])[0]
+        result = self.score_batch([warmup_request()])[0]
         if result.value is None:
             raise ModelLoadError(f"{self.model_name}: warm-up failed: {result.detail}")

@@ -99,3 +99,15 @@ def finish_batch(
         result.forward_seconds = forward_seconds
         out.append(result)
     return out, BatchStats(len(out), tokens, forward_seconds, extra)
+
+
+def warmup_request() -> CertaintyRequest:
+    """A short, known-good item every backend scores once before it reports ready."""
+    rationale = "I look for a cheap lamp."
+    text = '{"rationale": "' + rationale + '", "action": {"type": "terminate"}}'
+    start = text.index(rationale)
+    return CertaintyRequest(
+        completion_text=text,
+        rationale_span=(start, start + len(rationale)),
+        prompt_text="Find a lamp.\n",
+    )

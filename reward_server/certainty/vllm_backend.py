@@ -52,7 +52,7 @@ from reward_server.certainty.model_loading import (
     resolve_model_dir,
 )
 from reward_server.certainty.reductions import chunked_certainty
-from reward_server.certainty.types import BatchStats, CertaintyResult, finish_batch
+from reward_server.certainty.types import BatchStats, CertaintyResult, finish_batch, warmup_request
 
 VLLM_PREFIX = "vllm:"
 
@@ -400,16 +400,7 @@ class VllmBackend:
     # ------------------------------------------------------------------ checks
     def warmup(self) -> None:
         """Score one short item; refuse to start if it fails."""
-        from reward_server.certainty.types import CertaintyRequest
-
-        text = '{"rationale": "I look for a cheap lamp.", "action": {"type": "terminate"}}'
-        start = text.index("I look")
-        req = CertaintyRequest(
-            completion_text=text,
-            rationale_span=(start, start + len("I look for a cheap lamp.")),
-            prompt_text="Find a lamp.\n",
-        )
-        result = self.score_batch([req])[0]
+        result = self.score_batch([warmup_request()])[0]
         if result.value is None:
             raise ModelLoadError(f"{self.model_name}: warm-up failed: {result.detail}")
 
