@@ -58,9 +58,6 @@ def _pairs_strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 _STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_strict)
 
-_KEY_TOKEN = re.compile(r'"(?:rationale|action|type|name|text)"[ \t\n\r]*:')
-# In a well-formed strict answer the only place '"rationale"' can be followed by ':' is the
-# top-level key (a quote inside a string is escaped; action keys are type/name/text).
 _RATIONALE_KEY = re.compile(r'"rationale"[ \t\n\r]*:[ \t\n\r]*"')
 _LENIENT_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _scanstring = json.decoder.scanstring
@@ -179,40 +176,100 @@ def _check_action(value: Any, strict: bool) -> Action:
     return Action(action_type, name, text)
 
 
-def _parse_fast_strict(completion: str) -> ParsedCompletion | None:
-    """The well-formed strict case, decoded in native code; None sends the completion to
-    the key-by-key walker, which accepts everything this accepts (with the same values)
-    and names the failure of everything else.
+_tuple_new = tuple.__new__
 
-    orjson keeps the last of duplicate keys silently, so duplicates are caught by counting
-    key tokens: in valid JSON, ``"word"`` followed by ``:`` is always a key token, and here
-    every value is a string, so the only keys are the top level's and the action's.
-    A key spelled with escapes is not counted, which only sends it to the walker.
+
+def _no_dropped_members(completion: str, decoded: Any) -> bool:
+    """Whether decoding ``completion`` kept every member (no duplicate key anywhere).
+
+    orjson keeps the last of duplicate keys silently, so the decoded value is checked
+    against the raw text instead: in valid JSON a raw ``"`` is either a string token's
+    delimiter or the escape ``\\"`` of one decoded ``"``, and orjson writes every string
+    back the same way. Unless a quote is spelled ``\\u0022``, the text and the value's
+    re-encoding therefore hold equally many quotes exactly when no member was dropped (a
+    dropped member takes at least its key's two quotes with it).
+    """
+    if "\\u0022" in completion:
+        return False
+    try:
+        encoded = orjson.dumps(decoded)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: the walker decides
+        return False
+    return encoded.count(b'"') == completion.count('"')
+
+
+def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
+    """The span of the top-level rationale's string value in a strict answer whose members
+    are all strings, or None when its key is spelled with escapes (the walker finds it).
+
+    In such an answer the only place ``"rationale"`` can be followed by ``:`` is the
+    top-level key: a quote inside a string is escaped, and the action's keys are
+    type/name/text.
+    """
+    match = _RATIONALE_KEY.search(completion)
+    if match is None:
+        return None
+    start = match.end()
+    stop = start + len(rationale)
+    # Without a backslash the raw characters are the value itself, and the first quote
+    # after them closes the string.
+    if (
+        "\\" not in rationale
+        and completion[stop : stop + 1] == '"'
+        and completion.startswith(rationale, start)
+    ):
+        return start, stop
+    value, end = _scanstring(completion, start, True)
+    return (start, end - 1) if value == rationale else None
+
+
+def _parse_fast_strict(completion: str) -> ParsedCompletion | FormatFailure | None:
+    """Strict parsing of everything that decodes as a JSON object, in native code.
+
+    None sends the completion to the key-by-key walker, which gives the same outcome for
+    everything this decides (same action and span, or same reason and detail) and also
+    names the failures this leaves alone: text that is not one JSON object, a duplicate key
+    or a quote spelled ``\\u0022`` anywhere, a rationale key spelled with escapes.
     """
     try:
         top = orjson.loads(completion)
     except orjson.JSONDecodeError:
         return None
-    if type(top) is not dict or len(top) != 2:
+    if type(top) is not dict:
         return None
     rationale = top.get("rationale")
     action = top.get("action")
-    if type(rationale) is not str or type(action) is not dict or not nonblank(rationale):
+    if (
+        len(top) == 2
+        and type(rationale) is str
+        and type(action) is dict
+        and rationale
+        and not rationale.isspace()
+        and action.keys() <= _ACTION_KEYS
+    ):
+        action_type = action.get("type")
+        name = action.get("name", "")
+        text = action.get("text", "")
+        if action_type in ACTION_TYPES and type(name) is str and type(text) is str:
+            # Without a backslash every raw quote delimits one of the answer's strings
+            # (three, and two per action member), which is cheaper to check.
+            if "\\" in completion:
+                if not _no_dropped_members(completion, top):
+                    return None
+            elif completion.count('"') != 2 * (3 + 2 * len(action)):
+                return None
+            span = _rationale_span(completion, rationale)
+            if span is None:
+                return None
+            parsed = _tuple_new(Action, (action_type, name, text))
+            return _tuple_new(ParsedCompletion, (rationale, parsed, span))
+    if not _no_dropped_members(completion, top):
         return None
-    if not action.keys() <= _ACTION_KEYS:
-        return None
-    action_type, name, text = action.get("type"), action.get("name", ""), action.get("text", "")
-    if action_type not in ACTION_TYPES or type(name) is not str or type(text) is not str:
-        return None
-    if len(_KEY_TOKEN.findall(completion)) != 2 + len(action):
-        return None
-    match = _RATIONALE_KEY.search(completion)
-    if match is None:
-        return None
-    value, stop = _scanstring(completion, match.end(), True)
-    if value != rationale:
-        return None
-    return ParsedCompletion(rationale, Action(action_type, name, text), (match.end(), stop - 1))
+    try:
+        _check_top(top, strict=True)
+    except _Failure as failure:
+        return FormatFailure(failure.reason, failure.detail)
+    return None
 
 
 def parse_completion(
@@ -230,9 +287,9 @@ def parse_completion(
         return FormatFailure("too_long", f"{len(completion)} characters > limit {max_chars}")
     strict = mode != "lenient"
     if strict:
-        fast = _parse_fast_strict(completion)
-        if fast is not None:
-            return fast
+        decided = _parse_fast_strict(completion)
+        if decided is not None:
+            return decided
     return _parse_walking(completion, strict)
 
 
@@ -243,23 +300,30 @@ def _parse_walking(completion: str, strict: bool) -> ParsedCompletion | FormatFa
         by_key = {key: (value, start, stop) for key, value, start, stop in members}
         if strict and len(by_key) != len(members):
             raise _Failure("duplicate_keys", "duplicate top-level key")
-        if "rationale" not in by_key:
-            raise _Failure("missing_rationale", "no 'rationale' key")
-        if "action" not in by_key:
-            raise _Failure("missing_action", "no 'action' key")
-        if strict and len(by_key) != len(_TOP_LEVEL_KEYS):
-            extra = sorted(by_key.keys() - _TOP_LEVEL_KEYS)
-            raise _Failure("extra_keys", f"unexpected top-level keys: {extra}")
-        rationale, rationale_start, rationale_stop = by_key["rationale"]
-        if not isinstance(rationale, str):
-            raise _Failure("bad_rationale", "rationale must be a string")
-        if not nonblank(rationale):
-            raise _Failure("empty_rationale", "rationale is blank")
-        action = _check_action(by_key["action"][0], strict)
+        rationale, action = _check_top({key: entry[0] for key, entry in by_key.items()}, strict)
     except _Failure as failure:
         return FormatFailure(failure.reason, failure.detail)
     # The value span includes its quotes; the rationale is what lies between them.
+    _, rationale_start, rationale_stop = by_key["rationale"]
     return ParsedCompletion(rationale, action, (rationale_start + 1, rationale_stop - 1))
+
+
+def _check_top(top: dict[str, Any], strict: bool) -> tuple[str, Action]:
+    """The rationale and action of a decoded top-level object, or the first failure in the
+    order the spec lists them (section 2)."""
+    if "rationale" not in top:
+        raise _Failure("missing_rationale", "no 'rationale' key")
+    if "action" not in top:
+        raise _Failure("missing_action", "no 'action' key")
+    if strict and len(top) != len(_TOP_LEVEL_KEYS):
+        extra = sorted(top.keys() - _TOP_LEVEL_KEYS)
+        raise _Failure("extra_keys", f"unexpected top-level keys: {extra}")
+    rationale = top["rationale"]
+    if not isinstance(rationale, str):
+        raise _Failure("bad_rationale", "rationale must be a string")
+    if not nonblank(rationale):
+        raise _Failure("empty_rationale", "rationale is blank")
+    return rationale, _check_action(top["action"], strict)
 
 
 def parse_ground_truth(value: Any) -> Action:
@@ -269,25 +333,36 @@ def parse_ground_truth(value: Any) -> Action:
     A click needs a non-blank ``name``; a type_and_submit a non-blank ``name`` and ``text``.
     Raises :class:`GroundTruthError` naming the field otherwise.
     """
-    if isinstance(value, Action):
+    if type(value) is dict:
+        well_formed = _well_formed_truth(value)
+        if well_formed is not None:
+            return well_formed
+    elif isinstance(value, Action):
         return value
-    if isinstance(value, str):
+    elif isinstance(value, str):
         return _parse_ground_truth_text(value)
-    if type(value) is dict and value.keys() <= _ACTION_KEYS:
-        fields = (value.get("type"), value.get("name"), value.get("text"))
-        if all(type(field) in _HASHABLE_FIELD for field in fields):
-            return _ground_truth_from_fields(*fields)
     return _ground_truth_from_object(value)
 
 
-_HASHABLE_FIELD = frozenset({str, type(None)})
+_TERMINATE = Action("terminate")
 
 
-@lru_cache(maxsize=16_384)
-def _ground_truth_from_fields(action_type: Any, name: Any, text: Any) -> Action:
-    # Cached on the plain field values: a GRPO group repeats one ground truth many times.
-    raw = {"type": action_type, "name": name, "text": text}
-    return _ground_truth_from_object({k: v for k, v in raw.items() if v is not None})
+def _well_formed_truth(value: dict[str, Any]) -> Action | None:
+    """The action of a ground truth in its usual exact shape, else None (the full check
+    then accepts it or names the field): most batches carry only these."""
+    action_type = value.get("type")
+    size = len(value)
+    if action_type == "type_and_submit" and size == 3:
+        name, text = value.get("name"), value.get("text")
+        if type(name) is str and type(text) is str and nonblank(name) and nonblank(text):
+            return _tuple_new(Action, ("type_and_submit", name, text))
+    elif action_type == "click" and size == 2:
+        name = value.get("name")
+        if type(name) is str and nonblank(name):
+            return _tuple_new(Action, ("click", name, ""))
+    elif action_type == "terminate" and size == 1:
+        return _TERMINATE
+    return None
 
 
 @lru_cache(maxsize=16_384)

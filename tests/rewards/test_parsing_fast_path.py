@@ -1,7 +1,8 @@
-"""The native-code fast path of strict parsing agrees with the reference walker (spec §2).
+"""The native-code path of strict parsing agrees with the reference walker (spec §2).
 
-Whenever the fast path accepts a completion, the key-by-key walker must accept it too,
-with the same rationale, action and rationale span; everything else goes to the walker.
+Whatever the fast path decides (an action with its rationale span, or a failure reason
+with its detail) must be exactly what the key-by-key walker decides; everything it leaves
+alone goes to the walker.
 """
 
 from __future__ import annotations
@@ -11,24 +12,31 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reward_server.rewards.parsing import _parse_fast_strict, _parse_walking
-from reward_server.rewards.types import ParsedCompletion
+from reward_server.rewards.parsing import _parse_fast_strict, _parse_walking, parse_completion
+from reward_server.rewards.types import FormatFailure, ParsedCompletion
 
-KEYS = st.sampled_from(["rationale", "action", "type", "name", "text", "r\\u0061tionale", "x"])
-TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
-    ["", " ", "click", "terminate", "type_and_submit", '"rationale":', '\\"', "{}"]
+KEYS = st.sampled_from(
+    ["rationale", "action", "type", "name", "text", "r\\u0061tionale", "t\\u0079pe", "x", 'q\\"']
 )
+TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["", " ", "click", "terminate", "type_and_submit", '"rationale":', '\\"', "{}", "scroll"]
+)
+SCALARS = st.sampled_from(["1", "-2.5e3", "true", "null", "[]", '["a", "b\\"c"]', "\"\\u0022\""])
 WS = st.sampled_from(["", " ", "\n", "\t ", "\u00a0"])
 
 
 @st.composite
 def objects(draw, depth: int = 0) -> str:
-    """Raw JSON-ish object text, with duplicate keys, escapes and odd spacing allowed."""
+    """Raw JSON-ish object text, with duplicate keys, escapes, odd spacing and non-string
+    values allowed."""
     members = []
     for _ in range(draw(st.integers(0, 4))):
         key = draw(KEYS)
-        if depth == 0 and draw(st.booleans()):
-            value = draw(objects(depth=1))
+        choice = draw(st.integers(0, 5))
+        if depth < 2 and choice <= 1:
+            value = draw(objects(depth=depth + 1))
+        elif choice == 2:
+            value = draw(SCALARS)
         else:
             value = json.dumps(draw(TEXT), ensure_ascii=draw(st.booleans()))
         members.append(f'{draw(WS)}"{key}"{draw(WS)}:{draw(WS)}{value}{draw(WS)}')
@@ -41,27 +49,28 @@ def well_formed() -> st.SearchStrategy[str]:
         optional={"name": TEXT, "text": TEXT},
     )
     return st.builds(
-        lambda r, a, order: json.dumps(
-            {"rationale": r, "action": a} if order else {"action": a, "rationale": r}
+        lambda r, a, order, ascii_only: json.dumps(
+            {"rationale": r, "action": a} if order else {"action": a, "rationale": r},
+            ensure_ascii=ascii_only,
         ),
-        TEXT.filter(lambda t: t.strip()), action, st.booleans(),
+        TEXT.filter(lambda t: t.strip()), action, st.booleans(), st.booleans(),
     )
 
 
 def assert_agrees(completion: str) -> None:
-    fast = _parse_fast_strict(completion)
-    if fast is None:
-        return
+    decided = _parse_fast_strict(completion)
     walked = _parse_walking(completion, strict=True)
-    assert isinstance(walked, ParsedCompletion), (completion, walked)
-    assert fast == walked, completion
-    start, stop = fast.rationale_span
-    assert json.loads('"' + completion[start:stop] + '"') == fast.rationale
+    if decided is not None:
+        assert decided == walked, completion
+    assert parse_completion(completion) == walked, completion
+    if isinstance(walked, ParsedCompletion):
+        start, stop = walked.rationale_span
+        assert json.loads('"' + completion[start:stop] + '"') == walked.rationale
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(objects())
-def test_fast_path_never_accepts_what_the_walker_rejects(completion: str) -> None:
+def test_fast_path_decides_exactly_as_the_walker(completion: str) -> None:
     assert_agrees(completion)
 
 
@@ -69,13 +78,43 @@ def test_fast_path_never_accepts_what_the_walker_rejects(completion: str) -> Non
 @given(well_formed())
 def test_fast_path_takes_well_formed_answers(completion: str) -> None:
     assert_agrees(completion)
-    assert _parse_fast_strict(completion) is not None
+    assert isinstance(_parse_fast_strict(completion), ParsedCompletion)
 
 
-def test_duplicate_keys_are_left_to_the_walker() -> None:
-    for completion in (
-        '{"rationale": "a", "rationale": "b", "action": {"type": "terminate"}}',
-        '{"rationale": "a", "action": {"type": "click", "type": "terminate"}}',
-    ):
-        assert _parse_fast_strict(completion) is None
-        assert _parse_walking(completion, strict=True).reason == "duplicate_keys"
+DUPLICATES = [
+    '{"rationale": "a", "rationale": "b", "action": {"type": "terminate"}}',
+    '{"rationale": "a", "action": {"type": "click", "type": "terminate"}}',
+    # A key spelled with escapes is the same key (the decoder keeps only the last).
+    '{"rationale": "a", "action": {"type": "click", "name": "b", "\\u0074ype": "click"}}',
+    '{"r\\u0061tionale": "a", "rationale": "b", "action": {"type": "terminate"}}',
+    # A duplicate deep inside a member that fails anyway is still a duplicate.
+    '{"rationale": "a", "action": {"type": "click"}, "x": {"k": 1, "k": 2}}',
+]
+
+
+def test_duplicate_keys_are_never_decided_by_the_fast_path() -> None:
+    for completion in DUPLICATES:
+        assert _parse_fast_strict(completion) is None, completion
+        assert parse_completion(completion).reason == "duplicate_keys", completion
+
+
+def test_failures_of_a_decodable_object_are_named_without_the_walker() -> None:
+    cases = {
+        '{"action": {"type": "terminate"}}': "missing_rationale",
+        '{"rationale": "a", "action": {"type": "click"}, "confidence": 0.9}': "extra_keys",
+        '{"rationale": "a", "action": {"type": "scroll"}}': "unknown_type",
+        '{"rationale": " ", "action": {"type": "terminate"}}': "empty_rationale",
+        '{"rationale": "a", "action": {"type": "click", "element_id": 12}}': "extra_keys",
+        '{"rationale": "a", "action": "click"}': "bad_action",
+    }
+    for completion, reason in cases.items():
+        decided = _parse_fast_strict(completion)
+        assert isinstance(decided, FormatFailure) and decided.reason == reason, completion
+        assert decided == _parse_walking(completion, strict=True)
+
+
+def test_an_escaped_quote_spelled_as_unicode_goes_to_the_walker() -> None:
+    completion = '{"rationale": "say \\u0022hi\\u0022", "action": {"type": "terminate"}}'
+    assert _parse_fast_strict(completion) is None
+    outcome = parse_completion(completion)
+    assert isinstance(outcome, ParsedCompletion) and outcome.rationale == 'say "hi"'
