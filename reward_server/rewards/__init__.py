@@ -4,7 +4,12 @@ from reward_server.rewards.action import action_reward
 from reward_server.rewards.errors import CompletionTypeError, GroundTruthError, RewardInputError
 from reward_server.rewards.metrics import EvalMetrics, evaluate, exact_match
 from reward_server.rewards.parsing import parse_completion, parse_ground_truth
-from reward_server.rewards.rubric import compose_reward, score_batch, score_completion
+from reward_server.rewards.rubric import (
+    compose_batch,
+    compose_reward,
+    score_batch,
+    score_completion,
+)
 from reward_server.rewards.similarity import rouge_l_f1, rouge_tokens
 from reward_server.rewards.types import (
     ACTION_TYPES,
@@ -27,6 +32,7 @@ __all__ = [
     "RewardBreakdown",
     "RewardInputError",
     "action_reward",
+    "compose_batch",
     "compose_reward",
     "evaluate",
     "exact_match",

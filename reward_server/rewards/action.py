@@ -17,36 +17,76 @@ ActionReward(type=0.3, attribute=0.2, value=800.0)
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import NamedTuple
+
 from reward_server.config import RewardConfig
-from reward_server.rewards.parsing import nonblank
-from reward_server.rewards.similarity import rouge_l_f1
+from reward_server.rewards.similarity import similarity_at_least
 from reward_server.rewards.types import Action, ActionReward
 
-_NO_CREDIT = ActionReward(0.0, 0.0, 0.0)
+_NO_CREDIT = (0.0, 0.0, 0.0)
 
 
-def thresholded_similarity(prediction: str, target: str, threshold: float) -> float:
-    """``sim(prediction, target)`` when it reaches ``threshold``, else 0."""
-    similarity = rouge_l_f1(prediction, target)
-    return similarity if similarity >= threshold else 0.0
+class RuleWeights(NamedTuple):
+    """A config's rule numbers, read once per batch rather than once per item."""
+
+    format: float
+    type: float
+    click_name_presence: float
+    type_name_presence: float
+    type_text_presence: float
+    name_similarity: float
+    dars: float
+    threshold: float
+    alpha: float
+    best_click: float
+    best_type_and_submit: float
+    best_terminate: float
+
+
+@lru_cache(maxsize=256)
+def rule_weights(config: RewardConfig) -> RuleWeights:
+    """The weights of ``config`` (cached: configs are frozen)."""
+    return RuleWeights(
+        config.format_weight,
+        config.type_weight,
+        config.click_name_presence,
+        config.type_name_presence,
+        config.type_text_presence,
+        config.name_similarity_weight,
+        config.dars,
+        config.similarity_threshold,
+        config.alpha,
+        config.best_click,
+        config.best_type_and_submit,
+        config.best_terminate,
+    )
+
+
+def action_parts(pred: Action, gt: Action, weights: RuleWeights) -> tuple[float, float, float]:
+    """(type, attribute, value) of ``pred`` against ``gt`` (formulas above); the per-item
+    hot path, so it returns a plain tuple."""
+    gt_type = gt.type
+    if pred.type != gt_type:
+        return _NO_CREDIT
+    if gt_type == "terminate":
+        return weights.type, 0.0, 0.0
+    threshold = weights.threshold
+    name = pred.name
+    # "non-blank" (spec section 3): at least one non-white-space character.
+    name_present = bool(name) and not name.isspace()
+    name_sim = similarity_at_least(name, gt.name, threshold)
+    if gt_type == "click":
+        attribute = weights.click_name_presence if name_present else 0.0
+        return weights.type, attribute, weights.dars * name_sim
+    text = pred.text
+    attribute = (weights.type_name_presence if name_present else 0.0) + (
+        weights.type_text_presence if text and not text.isspace() else 0.0
+    )
+    text_sim = similarity_at_least(text, gt.text, threshold)
+    return weights.type, attribute, weights.name_similarity * name_sim + weights.dars * text_sim
 
 
 def action_reward(pred: Action, gt: Action, config: RewardConfig) -> ActionReward:
     """Type, attribute and value rewards of ``pred`` against ``gt`` (formulas above)."""
-    if pred.type != gt.type:
-        return _NO_CREDIT
-    if gt.type == "terminate":
-        return ActionReward(config.type_weight, 0.0, 0.0)
-    threshold = config.similarity_threshold
-    name_present = nonblank(pred.name)
-    if gt.type == "click":
-        attribute = config.click_name_presence if name_present else 0.0
-        value = config.dars * thresholded_similarity(pred.name, gt.name, threshold)
-        return ActionReward(config.type_weight, attribute, value)
-    attribute = (config.type_name_presence if name_present else 0.0) + (
-        config.type_text_presence if nonblank(pred.text) else 0.0
-    )
-    value = config.name_similarity_weight * thresholded_similarity(
-        pred.name, gt.name, threshold
-    ) + config.dars * thresholded_similarity(pred.text, gt.text, threshold)
-    return ActionReward(config.type_weight, attribute, value)
+    return ActionReward(*action_parts(pred, gt, rule_weights(config)))

@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reward_server.config import RewardConfig
-from reward_server.rewards.action import action_reward
+from reward_server.rewards.action import RuleWeights, action_parts, rule_weights
 from reward_server.rewards.parsing import parse_completion
 from reward_server.rewards.types import (
     Action,
@@ -25,6 +27,35 @@ from reward_server.rewards.types import (
     ParsedCompletion,
     RewardBreakdown,
 )
+
+# RewardBreakdown(...) runs a Python-level __new__; the tuple constructor itself is C, and
+# this runs once per item.
+_tuple_new = tuple.__new__
+
+
+def _compose(
+    outcome: ParsedCompletion | FormatFailure,
+    ground_truth: Action,
+    weights: RuleWeights,
+    self_certainty: float | None,
+) -> RewardBreakdown:
+    if isinstance(outcome, FormatFailure):
+        fields = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, outcome)
+        return _tuple_new(RewardBreakdown, fields)
+    type_part, attribute, value = action_parts(outcome.action, ground_truth, weights)
+    rules = weights.format + type_part + attribute + value
+    reward = rules if self_certainty is None else rules + weights.alpha * self_certainty
+    gt_type = ground_truth.type
+    if gt_type == "type_and_submit":
+        best = weights.best_type_and_submit
+    elif gt_type == "click":
+        best = weights.best_click
+    else:
+        best = weights.best_terminate
+    score = rules / best if best > 0 else 0.0
+    fields = (reward, score, weights.format, type_part, attribute, value, self_certainty,
+              outcome, None)  # fmt: skip
+    return _tuple_new(RewardBreakdown, fields)
 
 
 def compose_reward(
@@ -34,17 +65,22 @@ def compose_reward(
     self_certainty: float | None = None,
 ) -> RewardBreakdown:
     """Every component of one item's reward from its parse outcome (formulas above)."""
-    if isinstance(outcome, FormatFailure):
-        return RewardBreakdown(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, outcome)
-    type_part, attribute, value = action_reward(outcome.action, ground_truth, config)
-    rules = config.format_weight + type_part + attribute + value
-    reward = rules if self_certainty is None else rules + config.alpha * self_certainty
-    best = config.best_for(ground_truth.type)
-    # Positional: this runs once per item, and keyword construction costs more.
-    return RewardBreakdown(
-        reward, rules / best if best > 0 else 0.0, config.format_weight, type_part,
-        attribute, value, self_certainty, outcome, None,
-    )
+    return _compose(outcome, ground_truth, rule_weights(config), self_certainty)
+
+
+def compose_batch(
+    outcomes: Sequence[ParsedCompletion | FormatFailure],
+    ground_truths: Sequence[Action],
+    config: RewardConfig,
+    self_certainties: Sequence[float | None] | None = None,
+) -> list[RewardBreakdown]:
+    """:func:`compose_reward` of each item, in input order; lengths must match."""
+    certainties = _certainties_for(len(outcomes), len(ground_truths), self_certainties)
+    weights = rule_weights(config)
+    return [
+        _compose(outcome, truth, weights, certainty)
+        for outcome, truth, certainty in zip(outcomes, ground_truths, certainties, strict=True)
+    ]
 
 
 def score_completion(
@@ -59,20 +95,28 @@ def score_completion(
 
 
 def score_batch(
-    completions: list[str],
-    ground_truths: list[Action],
+    completions: Sequence[str],
+    ground_truths: Sequence[Action],
     config: RewardConfig,
-    self_certainties: list[float | None] | None = None,
+    self_certainties: Sequence[float | None] | None = None,
 ) -> list[RewardBreakdown]:
     """Rule rewards of a batch, in input order; lengths must match."""
-    if len(completions) != len(ground_truths):
-        raise ValueError(
-            f"{len(completions)} completions but {len(ground_truths)} ground truths"
-        )
-    certainties = self_certainties or [None] * len(completions)
-    if len(certainties) != len(completions):
-        raise ValueError(f"{len(certainties)} self-certainties for {len(completions)} items")
+    certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
+    weights = rule_weights(config)
+    mode, max_chars = config.parse_mode, config.max_completion_chars
     return [
-        score_completion(text, truth, config, certainty)
+        _compose(parse_completion(text, mode, max_chars), truth, weights, certainty)
         for text, truth, certainty in zip(completions, ground_truths, certainties, strict=True)
     ]
+
+
+def _certainties_for(
+    items: int, truths: int, self_certainties: Sequence[float | None] | None
+) -> Sequence[float | None]:
+    if items != truths:
+        raise ValueError(f"{items} completions but {truths} ground truths")
+    if self_certainties is None:
+        return [None] * items
+    if len(self_certainties) != items:
+        raise ValueError(f"{len(self_certainties)} self-certainties for {items} items")
+    return self_certainties

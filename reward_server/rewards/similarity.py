@@ -19,42 +19,60 @@ instead of the reference's Python dynamic programme.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 from rapidfuzz.distance import LCSseq
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 # Strings longer than this are tokenised without caching so a huge input cannot pin memory.
 _CACHEABLE_CHARS = 512
 
+# Byte -> itself for [a-z0-9], the lower-case letter for [A-Z], a space for everything
+# else. Every byte of a non-ASCII character's UTF-8 form is >= 0x80, so after ``lower()``
+# translating the UTF-8 bytes is rouge-score's character substitution, done in one C call.
+_TOKEN_BYTES = bytes(
+    byte + 32 if 0x41 <= byte <= 0x5A else byte if chr(byte).isalnum() and byte < 0x80 else 0x20
+    for byte in range(256)
+)
 
-def rouge_tokens(text: str) -> tuple[str, ...]:
-    """rouge-score's default tokens of ``text`` (no stemming)."""
-    if len(text) <= _CACHEABLE_CHARS:
-        return _cached_tokens(text)
-    return _tokenize(text)
 
-
-def _tokenize(text: str) -> tuple[str, ...]:
-    # After the substitution only [a-z0-9] and spaces remain, so str.split() equals the
-    # reference's split on \s+ followed by its valid-token filter.
-    return tuple(_NON_ALNUM.sub(" ", text.lower()).split())
+def _tokenize(text: str) -> tuple[bytes, ...]:
+    if not text.isascii():
+        # Only here can lower-casing change the length or reach ASCII (e.g. KELVIN SIGN).
+        text = text.lower()
+    # surrogatepass: a lone surrogate is a legal JSON string character; it is not alnum.
+    return tuple(text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES).split())
 
 
 _cached_tokens = lru_cache(maxsize=65_536)(_tokenize)
 
 
-def lcs_length(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    """Length of the longest common subsequence of two token sequences."""
-    return int(LCSseq.similarity(a, b))
+def rouge_tokens(text: str) -> tuple[str, ...]:
+    """rouge-score's default tokens of ``text`` (no stemming)."""
+    tokens = _cached_tokens(text) if len(text) <= _CACHEABLE_CHARS else _tokenize(text)
+    return tuple(token.decode("ascii") for token in tokens)
 
 
 def rouge_l_f1(prediction: str, target: str) -> float:
     """ROUGE-L F1 of ``prediction`` against ``target`` (see the module docstring)."""
-    pred_tokens = rouge_tokens(prediction)
-    target_tokens = rouge_tokens(target)
-    if not pred_tokens or not target_tokens:
+    return similarity_at_least(prediction, target, 0.0)
+
+
+def similarity_at_least(prediction: str, target: str, threshold: float) -> float:
+    """``rouge_l_f1(prediction, target)`` when it reaches ``threshold``, else 0.
+
+    Skips the LCS when the answer is known without it: identical text has F1 exactly 1
+    (0 without tokens), and ``F1 <= 2 min(m, n) / (m + n)`` since ``L <= min(m, n)``.
+    """
+    # Only the target's tokens are cached: ground truths repeat across a batch (a GRPO
+    # group shares one), while a missed lookup would cost a prediction more than it saves.
+    target_tokens = _cached_tokens(target) if len(target) <= _CACHEABLE_CHARS else _tokenize(
+        target
+    )
+    if prediction == target:
+        return 1.0 if target_tokens and threshold <= 1.0 else 0.0
+    pred_tokens = _tokenize(prediction)
+    m, n = len(pred_tokens), len(target_tokens)
+    if not m or not n or 2 * min(m, n) / (m + n) < threshold:
         return 0.0
-    lcs = lcs_length(target_tokens, pred_tokens)
-    return 2 * lcs / (len(pred_tokens) + len(target_tokens))
+    f1 = 2 * LCSseq.similarity(target_tokens, pred_tokens) / (m + n)
+    return f1 if f1 >= threshold else 0.0
