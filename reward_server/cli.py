@@ -18,10 +18,10 @@ from typing import Any, BinaryIO, TextIO
 from pydantic import ValidationError
 
 from reward_server.config import RewardConfig, load_config
-from reward_server.protocol import CertaintyInfo, RewardItem, describe_validation_error
+from reward_server.protocol import RewardItem, describe_validation_error
+from reward_server.results import NO_CERTAINTY, PROVIDED, ItemResult, json_bytes, result_dict
 from reward_server.rewards import compose_reward, evaluate, parse_completion
 from reward_server.rewards.metrics import EvalMetrics
-from reward_server.service import wire_result
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -77,10 +77,11 @@ def score_stream(source: BinaryIO, sink: TextIO, errors: TextIO, config: RewardC
             continue
         outcome = parse_completion(entry.completion, config.parse_mode, config.max_completion_chars)
         provided = entry.self_certainty
-        breakdown = compose_reward(outcome, entry.ground_truth_action(), config, provided)
-        info = CertaintyInfo(source="provided" if provided is not None else "none")
-        result = wire_result(index, entry.id, breakdown, info).model_dump(mode="json")
-        sink.write(json.dumps({"line": number, **result, "config_hash": config_hash}))
+        breakdown = compose_reward(outcome, entry.ground_truth, config, provided)
+        info = PROVIDED if provided is not None else NO_CERTAINTY
+        result = result_dict(ItemResult(index, entry.id, breakdown, info))
+        line = {"line": number, **result, "config_hash": config_hash}
+        sink.write(json_bytes(line).decode())
         sink.write("\n")
     return bad
 
@@ -113,7 +114,7 @@ def eval_stream(source: BinaryIO, errors: TextIO, config: RewardConfig) -> tuple
             errors.write(f"line {number}: {entry[0]}: {entry[1]}\n")
             continue
         outcome = parse_completion(entry.completion, config.parse_mode, config.max_completion_chars)
-        pairs.append((outcome, entry.ground_truth_action()))
+        pairs.append((outcome, entry.ground_truth))
     return evaluate(pairs, config.similarity_threshold), bad
 
 

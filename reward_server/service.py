@@ -19,25 +19,25 @@ from typing import TYPE_CHECKING, Protocol
 from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
 from reward_server.config import CertaintySource, RewardConfig
 from reward_server.protocol import (
-    ActionModel,
-    CertaintyInfo,
-    Components,
     ConfigOverrides,
     EvaluateItem,
     EvaluateRequest,
-    FormatError,
     RewardItem,
     RewardRequest,
-    RewardResponse,
-    RewardResult,
-    Timings,
+)
+from reward_server.results import (
+    FORMAT_FAILURE_CERTAINTY,
+    NO_CERTAINTY,
+    PROVIDED,
+    Certainty,
+    ItemResult,
+    ScoredBatch,
 )
 from reward_server.rewards import (
     Action,
     FormatFailure,
     ParsedCompletion,
-    RewardBreakdown,
-    compose_reward,
+    compose_batch,
     evaluate,
     parse_completion,
 )
@@ -68,7 +68,7 @@ class CertaintyUnavailable(ScorerError):
 class RewardObserver(Protocol):
     """Telemetry hook (see :mod:`reward_server.telemetry`)."""
 
-    def observe_results(self, results: Sequence[RewardResult], truths: Sequence[Action]) -> None:
+    def observe_results(self, results: Sequence[ItemResult], truths: Sequence[Action]) -> None:
         ...
 
 
@@ -79,65 +79,6 @@ class ServiceOptions:
     # "null": a scorer failure gives self_certainty null with a reason, rules still return;
     # "error": it fails the request with 503 (for users who never want a partial reward).
     on_certainty_failure: str = "null"
-
-
-# Shared, never mutated: one per source instead of one per item.
-_PROVIDED = CertaintyInfo(source="provided")
-_NO_CERTAINTY = CertaintyInfo(source="none")
-
-
-@dataclass
-class _Scored:
-    outcome: ParsedCompletion | FormatFailure
-    truth: Action
-
-
-def _printable(text: str) -> str:
-    """``text`` as valid Unicode for the wire: a lone surrogate (legal in a JSON string,
-    so in a well-formed completion) is echoed as its escape, e.g. ``\\ud800``."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _action_model(action: Action) -> ActionModel:
-    fields = {key: _printable(value) for key, value in action.as_dict().items()}
-    return ActionModel.model_construct(**fields)
-
-
-def wire_result(
-    index: int,
-    item_id: str | int | None,
-    breakdown: RewardBreakdown,
-    certainty: CertaintyInfo,
-) -> RewardResult:
-    """The wire form of one item's reward breakdown.
-
-    Built with ``model_construct``: every value is already typed and validated, and
-    per-item validation was a measurable share of a large batch's time.
-    """
-    failure = breakdown.failure
-    return RewardResult.model_construct(
-        index=index,
-        id=item_id,
-        reward=breakdown.reward,
-        score=breakdown.score,
-        components=Components.model_construct(
-            format=breakdown.format,
-            type=breakdown.type,
-            attribute=breakdown.attribute,
-            value=breakdown.value,
-            self_certainty=breakdown.self_certainty,
-        ),
-        format_ok=failure is None,
-        format_error=(
-            FormatError.model_construct(reason=failure.reason, detail=failure.detail)
-            if failure
-            else None
-        ),
-        action=_action_model(breakdown.parsed.action) if breakdown.parsed else None,
-        certainty=certainty,
-    )
 
 
 @lru_cache(maxsize=256)
@@ -158,14 +99,11 @@ def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> R
         raise InvalidRequest(f"invalid config override: {exc}", param="config") from None
 
 
-def _parse_all(items: Sequence[RewardItem | EvaluateItem], config: RewardConfig) -> list[_Scored]:
-    return [
-        _Scored(
-            parse_completion(item.completion, config.parse_mode, config.max_completion_chars),
-            item.ground_truth_action(),
-        )
-        for item in items
-    ]
+def _parse_all(
+    items: Sequence[RewardItem | EvaluateItem], config: RewardConfig
+) -> list[ParsedCompletion | FormatFailure]:
+    mode, max_chars = config.parse_mode, config.max_completion_chars
+    return [parse_completion(item.completion, mode, max_chars) for item in items]
 
 
 def _prompt_fields(item: RewardItem) -> dict[str, object]:
@@ -201,54 +139,54 @@ class RewardService:
     def ready(self) -> bool:
         return self.scorer is None or self.scorer.ready
 
-    async def score(self, request: RewardRequest, deadline: float | None = None) -> RewardResponse:
+    async def score(self, request: RewardRequest, deadline: float | None = None) -> ScoredBatch:
         """Rewards for every item of ``request``, in order (REWARD_SPEC section 5)."""
         started = time.perf_counter()
         config = effective_config(self.config, request.config)
         source = request.self_certainty_source or self.default_source
-        self._check_source(request.items, source)
-        if len(request.items) >= RULES_OFFLOAD_ITEMS:
-            scored = await asyncio.to_thread(_parse_all, request.items, config)
+        items = request.items
+        self._check_source(items, source)
+        if len(items) >= RULES_OFFLOAD_ITEMS:
+            outcomes = await asyncio.to_thread(_parse_all, items, config)
         else:
-            scored = _parse_all(request.items, config)
+            outcomes = _parse_all(items, config)
         rules_seconds = time.perf_counter() - started
 
-        certainties: list[CertaintyInfo]
+        certainties: list[Certainty]
         values: list[float | None]
         queue_seconds = forward_seconds = 0.0
         if source == "model":
             measured, queue_seconds, forward_seconds = await self._model_certainty(
-                request.items, scored, config, deadline
+                items, outcomes, config, deadline
             )
             certainties = [info for info, _ in measured]
             values = [value for _, value in measured]
         elif source == "provided":
-            values = [item.self_certainty for item in request.items]
-            certainties = [_PROVIDED] * len(request.items)
+            values = [item.self_certainty for item in items]
+            certainties = [PROVIDED] * len(items)
         else:
-            values = [None] * len(request.items)
-            certainties = [_NO_CERTAINTY] * len(request.items)
+            values = [None] * len(items)
+            certainties = [NO_CERTAINTY] * len(items)
 
-        results = []
-        for index, (item, entry, info, value) in enumerate(
-            zip(request.items, scored, certainties, values, strict=True)
-        ):
-            if isinstance(entry.outcome, FormatFailure):
-                value = None
-            breakdown = compose_reward(entry.outcome, entry.truth, config, value)
-            results.append(wire_result(index, item.id, breakdown, info))
+        truths = [item.ground_truth for item in items]
+        # A failed format composes to 0 with no certainty term (spec section 5).
+        breakdowns = compose_batch(outcomes, truths, config, values)
+        results = [
+            ItemResult(index, item.id, breakdown, info)
+            for index, (item, breakdown, info) in enumerate(
+                zip(items, breakdowns, certainties, strict=True)
+            )
+        ]
         if self.observer is not None:
-            self.observer.observe_results(results, [entry.truth for entry in scored])
-        return RewardResponse(
+            self.observer.observe_results(results, truths)
+        return ScoredBatch(
             results=results,
             config_hash=config.config_hash(),
             model=self.scorer.model_name if self.scorer is not None else None,
-            timings=Timings(
-                total_seconds=time.perf_counter() - started,
-                rules_seconds=rules_seconds,
-                queue_seconds=queue_seconds,
-                forward_seconds=forward_seconds,
-            ),
+            total_seconds=time.perf_counter() - started,
+            rules_seconds=rules_seconds,
+            queue_seconds=queue_seconds,
+            forward_seconds=forward_seconds,
         )
 
     def _check_source(self, items: Sequence[RewardItem], source: CertaintySource) -> None:
@@ -268,19 +206,17 @@ class RewardService:
     async def _model_certainty(
         self,
         items: Sequence[RewardItem],
-        scored: Sequence[_Scored],
+        outcomes: Sequence[ParsedCompletion | FormatFailure],
         config: RewardConfig,
         deadline: float | None,
-    ) -> tuple[list[tuple[CertaintyInfo, float | None]], float, float]:
-        """(info, value) per item, plus the slowest item's queue and forward seconds."""
+    ) -> tuple[list[tuple[Certainty, float | None]], float, float]:
+        """(certainty, value) per item, plus the slowest item's queue and forward seconds."""
         assert self.scorer is not None
-        wanted = [
-            i for i, entry in enumerate(scored) if isinstance(entry.outcome, ParsedCompletion)
-        ]
+        wanted = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, ParsedCompletion)]
         requests = [
             CertaintyRequest(
                 completion_text=items[i].completion,
-                rationale_span=scored[i].outcome.rationale_span,  # type: ignore[union-attr]
+                rationale_span=outcomes[i].rationale_span,  # type: ignore[union-attr]
                 completion_ids=tuple(items[i].completion_ids) if items[i].completion_ids else None,
                 kind=config.certainty_kind,
                 temperature=config.temperature,
@@ -305,16 +241,10 @@ class RewardService:
                 raise CertaintyUnavailable(f"self-certainty backend failed: {failed.detail}")
         if len(measured) != len(requests):
             raise RuntimeError(f"scorer returned {len(measured)} results for {len(requests)}")
-        out: list[tuple[CertaintyInfo, float | None]] = [
-            (CertaintyInfo(source="model", reason="format_failure"), None) for _ in items
-        ]
+        out: list[tuple[Certainty, float | None]] = [(FORMAT_FAILURE_CERTAINTY, None)] * len(items)
         for index, result in zip(wanted, measured, strict=True):
-            info = CertaintyInfo(
-                source="model",
-                reason=result.reason,
-                detail=result.detail,
-                approximate=result.approximate,
-                rationale_tokens=result.rationale_tokens,
+            info = Certainty(
+                "model", result.reason, result.detail, result.approximate, result.rationale_tokens
             )
             out[index] = (info, result.value)
         queue_seconds = max((r.queue_seconds for r in measured), default=0.0)
@@ -324,7 +254,8 @@ class RewardService:
     async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
         """Section-6 metrics over a posted batch."""
         config = effective_config(self.config, request.config)
-        pairs = [(entry.outcome, entry.truth) for entry in _parse_all(request.items, config)]
+        truths = [item.ground_truth for item in request.items]
+        pairs = list(zip(_parse_all(request.items, config), truths, strict=True))
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 
 

@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 
 from reward_server.certainty.types import BatchStats
-from reward_server.protocol import RewardResult
+from reward_server.results import ItemResult
 from reward_server.rewards import Action
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -87,6 +87,10 @@ TOKENS_PER_SECOND = Gauge(
 )
 
 
+# Below this many values the counting below costs more than the per-value lock it saves.
+_OBSERVE_DIRECTLY = 8
+
+
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe`` for every value, with one update per bucket touched.
 
@@ -95,6 +99,10 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     arithmetic ``Histogram.observe`` does), falling back to ``observe`` if those internals
     are absent in another prometheus-client version.
     """
+    if len(values) <= _OBSERVE_DIRECTLY:
+        for value in values:
+            histogram.observe(value)
+        return
     buckets = getattr(histogram, "_buckets", None)
     bounds = getattr(histogram, "_upper_bounds", None)
     total = getattr(histogram, "_sum", None)
@@ -102,13 +110,28 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
         for value in values:
             histogram.observe(value)
         return
-    counts = Counter_(bisect_left(bounds, value) for value in values)
-    for index, count in counts.items():
+    # Counted by value first (in C): components take few distinct values in a batch.
+    per_bucket: Counter_[int] = Counter_()
+    for value, count in Counter_(values).items():
+        per_bucket[bisect_left(bounds, value)] += count
+    for index, count in per_bucket.items():
         buckets[index].inc(count)
     total.inc(math.fsum(values))
 
 
 _COMPONENTS = ("format", "type", "attribute", "value")
+
+_children: dict[tuple[object, tuple[str, ...]], object] = {}
+
+
+def child(metric: Histogram, *labels: str) -> Histogram:
+    """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
+    locks on every call, and the label sets here are few (routes, statuses)."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]
 
 
 class Telemetry:
@@ -119,20 +142,21 @@ class Telemetry:
             name: COMPONENT_VALUE.labels(name) for name in (*_COMPONENTS, "reward")
         }
 
-    def observe_results(self, results: Sequence[RewardResult], truths: Sequence[Action]) -> None:
+    def observe_results(self, results: Sequence[ItemResult], truths: Sequence[Action]) -> None:
         failures: Counter_[str] = Counter_()
         type_pairs: Counter_[tuple[str, str]] = Counter_()
         nulls: Counter_[str] = Counter_()
         valid = []
         certainties = []
         for result, truth in zip(results, truths, strict=True):
-            if result.format_error is not None:
-                failures[result.format_error.reason] += 1
+            breakdown = result.breakdown
+            if breakdown.failure is not None:
+                failures[breakdown.failure.reason] += 1
                 type_pairs["invalid", truth.type] += 1
             else:
-                type_pairs[result.action.type, truth.type] += 1  # type: ignore[union-attr]
-                valid.append(result.components)
-            certainty = result.components.self_certainty
+                type_pairs[breakdown.parsed.action.type, truth.type] += 1  # type: ignore[union-attr]
+                valid.append(breakdown)
+            certainty = breakdown.self_certainty
             if certainty is not None and math.isfinite(certainty):
                 certainties.append(certainty)
             elif result.certainty.source == "model":
@@ -144,9 +168,9 @@ class Telemetry:
         for reason, count in nulls.items():
             CERTAINTY_NULL.labels(reason).inc(count)
         for name in _COMPONENTS:
-            observe_many(self._component_children[name], [getattr(c, name) for c in valid])
-        observe_many(self._component_children["reward"], [r.reward for r in results])
-        observe_many(SCORE_VALUE, [r.score for r in results])
+            observe_many(self._component_children[name], [getattr(b, name) for b in valid])
+        observe_many(self._component_children["reward"], [r.breakdown.reward for r in results])
+        observe_many(SCORE_VALUE, [r.breakdown.score for r in results])
         observe_many(CERTAINTY_VALUE, certainties)
 
     def on_batch(self, stats: BatchStats) -> None:

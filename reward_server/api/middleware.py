@@ -43,7 +43,7 @@ class MetricsMiddleware:
             telemetry.IN_FLIGHT.dec()
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            telemetry.REQUEST_SECONDS.labels(label, str(status)).observe(
+            telemetry.child(telemetry.REQUEST_SECONDS, label, str(status)).observe(
                 time.perf_counter() - started
             )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from reward_server import telemetry
@@ -18,10 +18,10 @@ from reward_server.protocol import (
     RewardItem,
     RewardRequest,
     RewardResponse,
-    RewardResult,
     SlimeRequest,
     describe_validation_error,
 )
+from reward_server.results import ItemResult, json_bytes, result_dict
 from reward_server.service import strip_end_markers
 
 router = APIRouter()
@@ -32,33 +32,33 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 JSON = "application/json"
 
 
-async def context(request: Request) -> AppContext:
-    # async: FastAPI runs a sync dependency in a worker thread, a thread hop per request.
-    return request.app.state.context
-
-
-Ctx = Annotated[AppContext, Depends(context)]
+def _context(request: Request) -> AppContext:
+    # Read directly rather than through Depends(): dependency resolution cost a
+    # measurable share of a one-item request.
+    return request.app.state.context  # type: ignore[no-any-return]
 
 
 def _check_count(ctx: AppContext, count: int, param: str) -> None:
     if count > ctx.settings.max_items:
         raise PayloadTooLarge(f"{count} items > limit {ctx.settings.max_items}", param)
-    telemetry.REQUEST_ITEMS.labels(param).observe(count)
+    telemetry.child(telemetry.REQUEST_ITEMS, param).observe(count)
 
 
 @router.post("/v1/rewards", response_model=RewardResponse, responses=ERRORS)
 async def rewards(
-    body: RewardRequest, request: Request, ctx: Ctx
+    body: RewardRequest, request: Request
 ) -> Response:
     """Score a batch: every component of every item, in input order."""
+    ctx = _context(request)
     _check_count(ctx, len(body.items), "items")
-    result = await ctx.service.score(body, ctx.deadline_from(request.headers))
-    return Response(result.model_dump_json(), media_type=JSON)
+    scored = await ctx.service.score(body, ctx.deadline_from(request.headers))
+    return Response(json_bytes(scored.as_wire()), media_type=JSON)
 
 
 @router.post("/v1/evaluate", responses=ERRORS)
-async def evaluate(body: EvaluateRequest, ctx: Ctx) -> dict[str, Any]:
+async def evaluate(body: EvaluateRequest, request: Request) -> dict[str, Any]:
     """REWARD_SPEC section-6 metrics (exact / type accuracy, macro-F1, per type)."""
+    ctx = _context(request)
     _check_count(ctx, len(body.items), "items")
     metrics = await ctx.service.evaluate(body)
     return {"metrics": metrics.as_dict(), "config_hash": ctx.service.config.config_hash()}
@@ -78,13 +78,16 @@ def _item(completion: str, label: Any, prompt: Any, index: int | None) -> Reward
         raise ApiError(message, param + suffix if suffix != field else param) from None
 
 
-def _extra_logs(results: list[RewardResult]) -> dict[str, list[float]]:
+def _extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
+    breakdowns = [r.breakdown for r in results]
     logs: dict[str, list[float]] = {
-        name: [getattr(r.components, name) for r in results]
-        for name in ("format", "type", "attribute", "value")
+        "format": [b.format for b in breakdowns],
+        "type": [b.type for b in breakdowns],
+        "attribute": [b.attribute for b in breakdowns],
+        "value": [b.value for b in breakdowns],
+        "format_ok": [float(b.failure is None) for b in breakdowns],
     }
-    logs["format_ok"] = [float(r.format_ok) for r in results]
-    certainties = [r.components.self_certainty for r in results]
+    certainties = [b.self_certainty for b in breakdowns]
     # Logged as means by the trainer: a mean over a mix of values and gaps would mislead.
     if certainties and all(value is not None for value in certainties):
         logs["self_certainty"] = certainties  # type: ignore[assignment]
@@ -94,13 +97,14 @@ def _extra_logs(results: list[RewardResult]) -> dict[str, list[float]]:
 
 @router.post("/get_reward", response_model=OpenRLHFResponse, responses=ERRORS)
 async def openrlhf_reward(
-    body: OpenRLHFRequest, request: Request, ctx: Ctx
+    body: OpenRLHFRequest, request: Request
 ) -> dict[str, Any]:
     """OpenRLHF remote reward (``--reward.remote_url http://HOST:PORT/get_reward``).
 
     The response text is the query with the prompt stripped from its front and trailing
     end-of-turn markers removed; labels are the ground truths (JSON strings).
     """
+    ctx = _context(request)
     count = len(body.query)
     prompts = body.prompts if body.prompts is not None else [""] * count
     labels = body.labels if body.labels is not None else [None] * count
@@ -118,44 +122,48 @@ async def openrlhf_reward(
         RewardRequest(items=items), ctx.deadline_from(request.headers)
     )
     return {
-        "rewards": [r.reward for r in scored.results],
-        "scores": [r.score for r in scored.results],
+        "rewards": [r.breakdown.reward for r in scored.results],
+        "scores": [r.breakdown.score for r in scored.results],
         "extra_logs": _extra_logs(scored.results),
     }
 
 
 @router.post("/slime/reward", responses=ERRORS)
 async def slime_reward(
-    body: SlimeRequest, request: Request, ctx: Ctx
+    body: SlimeRequest, request: Request
 ) -> dict[str, Any]:
     """slime remote reward (``--rm-type remote_rm --rm-url http://HOST:PORT/slime/reward
     --reward-key reward``): one sample in, a flat dict with ``reward`` and every component."""
+    ctx = _context(request)
     item = _item(strip_end_markers(body.response), body.label, body.prompt, None)
     scored = await ctx.service.score(
         RewardRequest(items=[item]), ctx.deadline_from(request.headers)
     )
-    result = scored.results[0]
+    result = result_dict(scored.results[0])
+    failure = result["format_error"]
     return {
-        "reward": result.reward,
-        "score": result.score,
-        **result.components.model_dump(),
-        "format_ok": result.format_ok,
-        "format_error": result.format_error.reason if result.format_error else None,
+        "reward": result["reward"],
+        "score": result["score"],
+        **result["components"],
+        "format_ok": result["format_ok"],
+        "format_error": failure["reason"] if failure else None,
         "config_hash": scored.config_hash,
     }
 
 
 @router.get("/healthz")
-async def healthz(ctx: Ctx) -> dict[str, str]:
+async def healthz(request: Request) -> dict[str, str]:
     """Liveness: the process serves; fails only when the model could not be loaded."""
+    ctx = _context(request)
     if ctx.load_error:
         raise NotReady(f"model failed to load: {ctx.load_error}")
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-async def readyz(ctx: Ctx) -> dict[str, Any]:
+async def readyz(request: Request) -> dict[str, Any]:
     """Readiness: the model (if any) is loaded and warm."""
+    ctx = _context(request)
     if ctx.load_error:
         raise NotReady(f"model failed to load: {ctx.load_error}")
     if not ctx.service.ready:
@@ -164,8 +172,9 @@ async def readyz(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/v1/config")
-async def config(ctx: Ctx) -> dict[str, Any]:
+async def config(request: Request) -> dict[str, Any]:
     """The effective reward config, its hash, the model and the limits."""
+    ctx = _context(request)
     settings = ctx.settings
     return {
         "config": ctx.service.config.model_dump(),
@@ -181,8 +190,9 @@ async def config(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("/v1/reload", responses=ERRORS)
-async def reload_model(payload: dict[str, str], ctx: Ctx) -> dict:
+async def reload_model(payload: dict[str, str], request: Request) -> dict:
     """Swap in new weights from ``{"model_dir": ...}`` (under the configured reload root)."""
+    ctx = _context(request)
     if not ctx.settings.api_key or not ctx.settings.reload_root:
         raise Forbidden("model reload needs the server started with an API key and reload root")
     if ctx.scorer is None:
@@ -198,6 +208,6 @@ async def reload_model(payload: dict[str, str], ctx: Ctx) -> dict:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(ctx: Ctx) -> Response:
-    body, content_type = telemetry.render_metrics(ctx.settings.multiprocess_dir)
+async def metrics(request: Request) -> Response:
+    body, content_type = telemetry.render_metrics(_context(request).settings.multiprocess_dir)
     return Response(body, media_type=content_type)

@@ -104,3 +104,56 @@ def test_evaluate_reports_section6_metrics(rules_server) -> None:
     assert metrics["type_accuracy"] == 0.5
     assert metrics["per_type"]["click"]["exact_accuracy"] == 0.5
     assert metrics["per_type"]["terminate"]["f1"] == 0.5  # 2TP / (2TP + FP + FN) = 2 / 4
+
+
+def _keys(value: object) -> object:
+    """The nested key structure of a JSON value (lists by their first element)."""
+    if isinstance(value, dict):
+        return {key: _keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_keys(value[0])] if value else []
+    return None
+
+
+def test_response_is_exactly_the_documented_schema(rules_server) -> None:
+    """The body is built without pydantic for speed: it must still be the OpenAPI
+    RewardResponse, field for field, for every kind of item (including the provided
+    certainty source and a lone surrogate echoed in the parsed action)."""
+    from reward_server.protocol import RewardResponse
+
+    items = [
+        {"id": "click", "completion": completion(CLICK_GT), "ground_truth": CLICK_GT},
+        {"id": 2, "completion": completion(SEARCH_GT), "ground_truth": SEARCH_GT},
+        {"completion": completion({"type": "terminate"}), "ground_truth": {"type": "terminate"}},
+        {"completion": "not json", "ground_truth": CLICK_GT},
+        {
+            "completion": '{"rationale": "x", "action": {"type": "click", "name": "\\ud800"}}',
+            "ground_truth": CLICK_GT,
+        },
+    ]
+    for source in ("none", "provided"):
+        certainty = {"self_certainty": 1.5} if source == "provided" else {}
+        sent = [{**item, **certainty} for item in items]
+        response = httpx.post(
+            rules_server.url + "/v1/rewards",
+            json={"items": sent, "self_certainty_source": source},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        typed = RewardResponse.model_validate(body)
+        # Same fields, same nesting: nothing the schema lacks, nothing it promises missing.
+        for got, documented in zip(
+            body["results"], typed.model_dump(mode="json")["results"], strict=True
+        ):
+            assert _keys(got) == _keys(documented)
+            assert got == documented
+        assert body["results"][0]["action"] == {
+            "type": "click", "name": CLICK_GT["name"], "text": None
+        }
+        assert body["results"][2]["action"] == {"type": "terminate", "name": None, "text": None}
+        assert body["results"][3]["format_error"]["reason"] == "not_json"
+        assert body["results"][4]["action"]["name"] == "\\ud800"
+        expected_certainty = 1.5 if source == "provided" else None
+        assert body["results"][0]["components"]["self_certainty"] == expected_certainty
+        assert body["results"][3]["components"]["self_certainty"] is None
+        assert body["results"][0]["certainty"]["source"] == source
