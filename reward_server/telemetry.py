@@ -12,6 +12,7 @@ import math
 from bisect import bisect_left
 from collections import Counter as Counter_
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -121,17 +122,17 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
 
 _COMPONENTS = ("format", "type", "attribute", "value")
 
-_children: dict[tuple[object, tuple[str, ...]], object] = {}
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
 
-def child(metric: Histogram, *labels: str) -> Histogram:
+def child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
     locks on every call, and the label sets here are few (routes, statuses)."""
     key = (metric, labels)
     found = _children.get(key)
     if found is None:
         found = _children[key] = metric.labels(*labels)
-    return found  # type: ignore[return-value]
+    return found
 
 
 class Telemetry:
@@ -162,11 +163,11 @@ class Telemetry:
             elif result.certainty.source == "model":
                 nulls[result.certainty.reason or "unknown"] += 1
         for reason, count in failures.items():
-            FORMAT_FAILURES.labels(reason).inc(count)
+            child(FORMAT_FAILURES, reason).inc(count)
         for (predicted, truth_type), count in type_pairs.items():
-            ACTION_TYPES.labels(predicted, truth_type).inc(count)
+            child(ACTION_TYPES, predicted, truth_type).inc(count)
         for reason, count in nulls.items():
-            CERTAINTY_NULL.labels(reason).inc(count)
+            child(CERTAINTY_NULL, reason).inc(count)
         for name in _COMPONENTS:
             observe_many(self._component_children[name], [getattr(b, name) for b in valid])
         observe_many(self._component_children["reward"], [r.breakdown.reward for r in results])
