@@ -88,28 +88,27 @@ TOKENS_PER_SECOND = Gauge(
 )
 
 
-# Below this many values the counting below costs more than the per-value lock it saves.
-_OBSERVE_DIRECTLY = 8
-
-
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe`` for every value, with one update per bucket touched.
 
-    A batch of 1,024 items would otherwise take ~1,024 lock round trips per histogram;
-    this adds the same counts through the child's bucket and sum values (the same
-    arithmetic ``Histogram.observe`` does), falling back to ``observe`` if those internals
-    are absent in another prometheus-client version.
+    ``Histogram.observe`` scans the bucket bounds in Python and takes a lock per call;
+    this finds each value's bucket by bisection (the first bound >= value, as ``observe``
+    does), counts per bucket, and adds the counts and the sum through the child's bucket
+    and sum values, falling back to ``observe`` if those internals are absent in another
+    prometheus-client version.
     """
-    if len(values) <= _OBSERVE_DIRECTLY:
-        for value in values:
-            histogram.observe(value)
-        return
     buckets = getattr(histogram, "_buckets", None)
     bounds = getattr(histogram, "_upper_bounds", None)
     total = getattr(histogram, "_sum", None)
     if buckets is None or bounds is None or total is None:
         for value in values:
             histogram.observe(value)
+        return
+    if not values:
+        return
+    if len(values) == 1:
+        buckets[bisect_left(bounds, values[0])].inc(1)
+        total.inc(values[0])
         return
     # Counted by value first (in C): components take few distinct values in a batch.
     per_bucket: Counter_[int] = Counter_()

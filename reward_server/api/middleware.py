@@ -43,9 +43,8 @@ class MetricsMiddleware:
             telemetry.IN_FLIGHT.dec()
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            telemetry.child(telemetry.REQUEST_SECONDS, label, str(status)).observe(
-                time.perf_counter() - started
-            )
+            latency = telemetry.child(telemetry.REQUEST_SECONDS, label, str(status))
+            telemetry.observe_many(latency, (time.perf_counter() - started,))
 
 
 def _digest(value: bytes) -> bytes:

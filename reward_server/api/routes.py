@@ -41,7 +41,7 @@ def _context(request: Request) -> AppContext:
 def _check_count(ctx: AppContext, count: int, param: str) -> None:
     if count > ctx.settings.max_items:
         raise PayloadTooLarge(f"{count} items > limit {ctx.settings.max_items}", param)
-    telemetry.child(telemetry.REQUEST_ITEMS, param).observe(count)
+    telemetry.observe_many(telemetry.child(telemetry.REQUEST_ITEMS, param), (count,))
 
 
 @router.post("/v1/rewards", response_model=RewardResponse, responses=ERRORS)
