@@ -8,7 +8,9 @@ route, status, component, reason, action type.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
 from bisect import bisect_left
 from collections import Counter as Counter_
 from collections.abc import Sequence
@@ -97,13 +99,12 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     and sum values, falling back to ``observe`` if those internals are absent in another
     prometheus-client version.
     """
-    buckets = getattr(histogram, "_buckets", None)
-    bounds = getattr(histogram, "_upper_bounds", None)
-    total = getattr(histogram, "_sum", None)
-    if buckets is None or bounds is None or total is None:
+    parts = _histogram_parts(histogram)
+    if parts is None:
         for value in values:
             histogram.observe(value)
         return
+    buckets, bounds, total = parts
     if not values:
         return
     if len(values) == 1:
@@ -117,6 +118,20 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     for index, count in per_bucket.items():
         buckets[index].inc(count)
     total.inc(math.fsum(values))
+
+
+_HISTOGRAM_INTERNALS = ("_buckets", "_upper_bounds", "_sum")
+_parts: dict[int, tuple[Histogram, tuple[Any, Any, Any] | None]] = {}
+
+
+def _histogram_parts(histogram: Histogram) -> tuple[Any, Any, Any] | None:
+    """(bucket values, upper bounds, sum value) of a histogram child, read once."""
+    entry = _parts.get(id(histogram))
+    if entry is None or entry[0] is not histogram:
+        found = tuple(getattr(histogram, name, None) for name in _HISTOGRAM_INTERNALS)
+        parts = None if any(part is None for part in found) else found
+        entry = _parts[id(histogram)] = (histogram, parts)  # type: ignore[assignment]
+    return entry[1]
 
 
 _COMPONENTS = ("format", "type", "attribute", "value")
@@ -134,44 +149,99 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
+class _Pending:
+    """Per-item observations not yet written to the metrics."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.failures: Counter_[str] = Counter_()
+        self.type_pairs: Counter_[tuple[str, str]] = Counter_()
+        self.nulls: Counter_[str] = Counter_()
+        self.components: dict[str, list[float]] = {
+            name: [] for name in (*_COMPONENTS, "reward")
+        }
+        self.scores: list[float] = []
+        self.certainties: list[float] = []
+
+
 class Telemetry:
-    """Observer of results (service) and model batches (scorer) that feeds the metrics."""
+    """Observer of results (service) and model batches (scorer) that feeds the metrics.
+
+    Per-item values are written in batches: at most ``FLUSH_SECONDS`` after they were
+    observed (a timer on the running loop), as soon as ``FLUSH_ITEMS`` are waiting, and
+    before every ``/metrics`` render of this process. Writing them per request cost a
+    one-item request more than scoring it: every histogram update takes a lock.
+    """
+
+    FLUSH_SECONDS = 0.25
+    FLUSH_ITEMS = 4096
 
     def __init__(self) -> None:
         self._component_children = {
             name: COMPONENT_VALUE.labels(name) for name in (*_COMPONENTS, "reward")
         }
+        self._pending = _Pending()
+        self._timer: asyncio.TimerHandle | None = None
+        _live.add(self)
 
     def observe_results(self, results: Sequence[ItemResult], truths: Sequence[Action]) -> None:
-        failures: Counter_[str] = Counter_()
-        type_pairs: Counter_[tuple[str, str]] = Counter_()
-        nulls: Counter_[str] = Counter_()
-        valid = []
-        certainties = []
+        pending = self._pending
+        components = pending.components
+        formats, types, attributes, values = (components[name] for name in _COMPONENTS)
+        rewards, scores, certainties = components["reward"], pending.scores, pending.certainties
         for result, truth in zip(results, truths, strict=True):
             breakdown = result.breakdown
             if breakdown.failure is not None:
-                failures[breakdown.failure.reason] += 1
-                type_pairs["invalid", truth.type] += 1
+                pending.failures[breakdown.failure.reason] += 1
+                pending.type_pairs["invalid", truth.type] += 1
             else:
-                type_pairs[breakdown.parsed.action.type, truth.type] += 1  # type: ignore[union-attr]
-                valid.append(breakdown)
+                predicted = breakdown.parsed.action.type  # type: ignore[union-attr]
+                pending.type_pairs[predicted, truth.type] += 1
+                formats.append(breakdown.format)
+                types.append(breakdown.type)
+                attributes.append(breakdown.attribute)
+                values.append(breakdown.value)
+            rewards.append(breakdown.reward)
+            scores.append(breakdown.score)
             certainty = breakdown.self_certainty
             if certainty is not None and math.isfinite(certainty):
                 certainties.append(certainty)
             elif result.certainty.source == "model":
-                nulls[result.certainty.reason or "unknown"] += 1
-        for reason, count in failures.items():
+                pending.nulls[result.certainty.reason or "unknown"] += 1
+        pending.items += len(results)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._pending.items >= self.FLUSH_ITEMS:
+            self.flush()
+            return
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to come back on: write now
+            self.flush()
+            return
+        self._timer = loop.call_later(self.FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write every pending observation to the metrics."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, _Pending()
+        if not pending.items:
+            return
+        for reason, count in pending.failures.items():
             child(FORMAT_FAILURES, reason).inc(count)
-        for (predicted, truth_type), count in type_pairs.items():
+        for (predicted, truth_type), count in pending.type_pairs.items():
             child(ACTION_TYPES, predicted, truth_type).inc(count)
-        for reason, count in nulls.items():
+        for reason, count in pending.nulls.items():
             child(CERTAINTY_NULL, reason).inc(count)
-        for name in _COMPONENTS:
-            observe_many(self._component_children[name], [getattr(b, name) for b in valid])
-        observe_many(self._component_children["reward"], [r.breakdown.reward for r in results])
-        observe_many(SCORE_VALUE, [r.breakdown.score for r in results])
-        observe_many(CERTAINTY_VALUE, certainties)
+        for name, observed in pending.components.items():
+            observe_many(self._component_children[name], observed)
+        observe_many(SCORE_VALUE, pending.scores)
+        observe_many(CERTAINTY_VALUE, pending.certainties)
 
     def on_batch(self, stats: BatchStats) -> None:
         BATCH_ITEMS.observe(stats.items)
@@ -185,8 +255,19 @@ class Telemetry:
         QUEUE_DEPTH.set(depth)
 
 
+_live: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Write the pending observations of every live :class:`Telemetry` of this process."""
+    for telemetry in list(_live):
+        telemetry.flush()
+
+
 def render_metrics(multiprocess_dir: str | None) -> tuple[bytes, str]:
-    """The exposition text of this process, or of every worker in multiprocess mode."""
+    """The exposition text of this process, or of every worker in multiprocess mode
+    (another worker's last observations appear within ``Telemetry.FLUSH_SECONDS``)."""
+    flush_all()
     if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)

@@ -20,7 +20,7 @@ from reward_server.api.middleware import (
     BodyLimitMiddleware,
     MetricsMiddleware,
 )
-from reward_server.api.routes import router
+from reward_server.api.routes import add_routes
 from reward_server.config import ServerSettings, load_config
 from reward_server.service import RewardService, ServiceOptions
 from reward_server.telemetry import Telemetry
@@ -74,6 +74,7 @@ def create_app(
             yield
         finally:
             await context.stop()
+            telemetry.flush()
 
     app = FastAPI(
         title="shop-r1-reward",
@@ -82,7 +83,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context
-    app.include_router(router)
+    add_routes(app)
     register_error_handlers(app)
     # Added innermost first: metrics see every response, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

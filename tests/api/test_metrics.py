@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reward_server.telemetry import Telemetry
 from tests.conftest import free_port
 
 ITEMS = [
@@ -54,10 +55,17 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
     server = start_server(workers=2)
     for _ in range(20):
         httpx.post(server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
-    text = httpx.get(server.url + "/metrics").text
-    # Every request is counted whichever worker served it.
+    # Every request is counted whichever worker served it; the worker that does not answer
+    # the scrape writes its per-item values within Telemetry.FLUSH_SECONDS.
+    deadline = time.monotonic() + 10 * Telemetry.FLUSH_SECONDS
+    while True:
+        text = httpx.get(server.url + "/metrics").text
+        items = sample(text, "reward_component_value_count", component="reward")
+        if items == 60 or time.monotonic() > deadline:
+            break
+        time.sleep(Telemetry.FLUSH_SECONDS / 5)
     assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="200") == 20
-    assert sample(text, "reward_component_value_count", component="reward") == 60
+    assert items == 60
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not "
@@ -100,3 +108,31 @@ def test_real_prometheus_scrapes_latency_histogram(rules_server, tmp_path: Path)
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_observations_are_written_within_the_flush_interval() -> None:
+    """Per-item values are batched, never dropped: a timer on the running loop writes them
+    within FLUSH_SECONDS, with no scrape or further request to trigger it."""
+    import asyncio
+
+    from reward_server.config import RewardConfig
+    from reward_server.results import NO_CERTAINTY, ItemResult
+    from reward_server.rewards import Action, parse_completion
+    from reward_server.rewards.rubric import compose_reward
+    from reward_server.telemetry import FORMAT_FAILURES
+
+    failures = FORMAT_FAILURES.labels("too_long")
+    truth = Action("terminate")
+    breakdown = compose_reward(parse_completion("x" * 10, max_chars=5), truth, RewardConfig())
+    telemetry = Telemetry()
+
+    async def observe_then_wait() -> tuple[float, float, float]:
+        before = failures._value.get()
+        telemetry.observe_results([ItemResult(0, None, breakdown, NO_CERTAINTY)], [truth])
+        right_after = failures._value.get()
+        await asyncio.sleep(Telemetry.FLUSH_SECONDS * 4)
+        return before, right_after, failures._value.get()
+
+    before, right_after, later = asyncio.run(observe_then_wait())
+    assert right_after == before  # batched, not written per request
+    assert later == before + 1
