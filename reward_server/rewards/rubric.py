@@ -101,13 +101,9 @@ def score_batch(
     self_certainties: Sequence[float | None] | None = None,
 ) -> list[RewardBreakdown]:
     """Rule rewards of a batch, in input order; lengths must match."""
-    certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
-    weights = rule_weights(config)
     mode, max_chars = config.parse_mode, config.max_completion_chars
-    return [
-        _compose(parse_completion(text, mode, max_chars), truth, weights, certainty)
-        for text, truth, certainty in zip(completions, ground_truths, certainties, strict=True)
-    ]
+    outcomes = [parse_completion(text, mode, max_chars) for text in completions]
+    return compose_batch(outcomes, ground_truths, config, self_certainties)
 
 
 def _certainties_for(

@@ -78,7 +78,10 @@ def test_fast_path_decides_exactly_as_the_walker(completion: str) -> None:
 @given(well_formed())
 def test_fast_path_takes_well_formed_answers(completion: str) -> None:
     assert_agrees(completion)
-    assert isinstance(_parse_fast_strict(completion), ParsedCompletion)
+    # The one well-formed case left to the walker: the text "\u0022" anywhere (it may
+    # spell a quote, which would hide a duplicate key from the quote count).
+    taken = isinstance(_parse_fast_strict(completion), ParsedCompletion)
+    assert taken or "\\u0022" in completion
 
 
 DUPLICATES = [
