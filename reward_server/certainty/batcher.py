@@ -187,6 +187,11 @@ class CertaintyScorer:
             self._loop_task = None
         self._shutdown_executors()
         self._report_depth()
+        # A backend with engine processes (vLLM) would otherwise keep them, and their GPU
+        # memory, until interpreter exit; no batch runs any more.
+        close = getattr(self._backend, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
     def _shutdown_executors(self) -> None:
         for ex in (self._model_exec, self._tok_exec):

@@ -245,3 +245,15 @@ async def test_reload_swaps_weights_and_checks_the_root(tiny_model_dirs, tmp_pat
             await scorer.reload(bad)
     assert scorer.model_name == "tiny-2"  # a refused reload keeps the current model
     await scorer.stop()
+
+
+async def test_stop_closes_a_backend_that_has_engine_processes(gated):
+    """vLLM's backend owns engine processes: stop() must end them, after the last batch."""
+    closed = []
+    gated.close = lambda: closed.append(len(gated.batches))
+    scorer = make_scorer(gated, max_wait_ms=0)
+    await scorer.start()
+    result = await scorer.score([shop_request(prompt_text=PROMPT)])
+    assert result[0].value is not None and not closed
+    await scorer.stop()
+    assert closed == [len(gated.batches)]
