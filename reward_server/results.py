@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from reward_server.rewards import Action, RewardBreakdown
+from reward_server.rewards import RewardBreakdown
 
 
 class Certainty(NamedTuple):
@@ -71,21 +71,20 @@ class ScoredBatch:
 _CERTAINTY_DICTS = {value: value._asdict() for value in (PROVIDED, NO_CERTAINTY)}
 
 
-def action_dict(action: Action) -> dict[str, str | None]:
+def action_dict(kind: str, name: str | None, text: str | None) -> dict[str, str | None]:
     """The ``ActionModel`` wire form: ``name``/``text`` are null where the type has none."""
-    kind = action.type
     return {
         "type": kind,
-        "name": None if kind == "terminate" else action.name,
-        "text": action.text if kind == "type_and_submit" else None,
+        "name": None if kind == "terminate" else name,
+        "text": text if kind == "type_and_submit" else None,
     }
 
 
 def result_dict(result: ItemResult) -> dict[str, Any]:
     """One ``RewardResult`` as plain values (field order as in the schema)."""
     breakdown = result.breakdown
-    failure = breakdown.failure
-    parsed = breakdown.parsed
+    reason = breakdown.failure_reason
+    kind = breakdown.action_type
     certainty = result.certainty
     return {
         "index": result.index,
@@ -99,11 +98,15 @@ def result_dict(result: ItemResult) -> dict[str, Any]:
             "value": breakdown.value,
             "self_certainty": breakdown.self_certainty,
         },
-        "format_ok": failure is None,
+        "format_ok": reason is None,
         "format_error": (
-            None if failure is None else {"reason": failure.reason, "detail": failure.detail}
+            None if reason is None else {"reason": reason, "detail": breakdown.failure_detail}
         ),
-        "action": None if parsed is None else action_dict(parsed.action),
+        "action": (
+            None
+            if kind is None
+            else action_dict(kind, breakdown.action_name, breakdown.action_text)
+        ),
         "certainty": _CERTAINTY_DICTS.get(certainty) or certainty._asdict(),
     }
 

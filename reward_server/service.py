@@ -36,12 +36,12 @@ from reward_server.results import (
 from reward_server.rewards import (
     Action,
     FormatFailure,
-    ParsedCompletion,
     compose_batch,
     evaluate,
     parse_completion,
 )
 from reward_server.rewards.metrics import EvalMetrics
+from reward_server.rewards.parsing import ParsedFields, parse_fields
 
 if TYPE_CHECKING:
     from reward_server.certainty import CertaintyScorer
@@ -105,9 +105,9 @@ def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> R
 
 def _parse_all(
     items: Sequence[RewardItem | EvaluateItem], config: RewardConfig
-) -> list[ParsedCompletion | FormatFailure]:
+) -> list[ParsedFields | FormatFailure]:
     mode, max_chars = config.parse_mode, config.max_completion_chars
-    return [parse_completion(item.completion, mode, max_chars) for item in items]
+    return [parse_fields(item.completion, mode, max_chars) for item in items]
 
 
 def _prompt_fields(item: RewardItem) -> dict[str, object]:
@@ -210,17 +210,17 @@ class RewardService:
     async def _model_certainty(
         self,
         items: Sequence[RewardItem],
-        outcomes: Sequence[ParsedCompletion | FormatFailure],
+        outcomes: Sequence[ParsedFields | FormatFailure],
         config: RewardConfig,
         deadline: float | None,
     ) -> tuple[list[tuple[Certainty, float | None]], float, float]:
         """(certainty, value) per item, plus the slowest item's queue and forward seconds."""
         assert self.scorer is not None
-        wanted = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, ParsedCompletion)]
+        wanted = [i for i, outcome in enumerate(outcomes) if type(outcome) is not FormatFailure]
         requests = [
             CertaintyRequest(
                 completion_text=items[i].completion,
-                rationale_span=outcomes[i].rationale_span,  # type: ignore[union-attr]
+                rationale_span=outcomes[i][4],  # type: ignore[arg-type]
                 completion_ids=tuple(items[i].completion_ids) if items[i].completion_ids else None,
                 kind=config.certainty_kind,
                 temperature=config.temperature,
@@ -258,8 +258,11 @@ class RewardService:
     async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
         """Section-6 metrics over a posted batch."""
         config = effective_config(self.config, request.config)
-        truths = [item.ground_truth for item in request.items]
-        pairs = list(zip(_parse_all(request.items, config), truths, strict=True))
+        mode, max_chars = config.parse_mode, config.max_completion_chars
+        pairs = [
+            (parse_completion(item.completion, mode, max_chars), item.ground_truth)
+            for item in request.items
+        ]
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 
 

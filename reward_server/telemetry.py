@@ -191,12 +191,11 @@ class Telemetry:
         rewards, scores, certainties = components["reward"], pending.scores, pending.certainties
         for result, truth in zip(results, truths, strict=True):
             breakdown = result.breakdown
-            if breakdown.failure is not None:
-                pending.failures[breakdown.failure.reason] += 1
+            if breakdown.failure_reason is not None:
+                pending.failures[breakdown.failure_reason] += 1
                 pending.type_pairs["invalid", truth.type] += 1
             else:
-                predicted = breakdown.parsed.action.type  # type: ignore[union-attr]
-                pending.type_pairs[predicted, truth.type] += 1
+                pending.type_pairs[breakdown.action_type, truth.type] += 1  # type: ignore[index]
                 formats.append(breakdown.format)
                 types.append(breakdown.type)
                 attributes.append(breakdown.attribute)

@@ -81,7 +81,7 @@ def _extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
         "type": [b.type for b in breakdowns],
         "attribute": [b.attribute for b in breakdowns],
         "value": [b.value for b in breakdowns],
-        "format_ok": [float(b.failure is None) for b in breakdowns],
+        "format_ok": [float(b.failure_reason is None) for b in breakdowns],
     }
     certainties = [b.self_certainty for b in breakdowns]
     # Logged as means by the trainer: a mean over a mix of values and gaps would mislead.

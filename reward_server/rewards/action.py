@@ -63,30 +63,30 @@ def rule_weights(config: RewardConfig) -> RuleWeights:
     )
 
 
-def action_parts(pred: Action, gt: Action, weights: RuleWeights) -> tuple[float, float, float]:
-    """(type, attribute, value) of ``pred`` against ``gt`` (formulas above); the per-item
-    hot path, so it returns a plain tuple."""
+def action_parts(
+    pred_type: str, pred_name: str, pred_text: str, gt: Action, weights: RuleWeights
+) -> tuple[float, float, float]:
+    """(type, attribute, value) of the predicted action against ``gt`` (formulas above);
+    the per-item hot path, so it takes the fields and returns a plain tuple."""
     gt_type = gt.type
-    if pred.type != gt_type:
+    if pred_type != gt_type:
         return _NO_CREDIT
     if gt_type == "terminate":
         return weights.type, 0.0, 0.0
     threshold = weights.threshold
-    name = pred.name
     # "non-blank" (spec section 3): at least one non-white-space character.
-    name_present = bool(name) and not name.isspace()
-    name_sim = similarity_at_least(name, gt.name, threshold)
+    name_present = bool(pred_name) and not pred_name.isspace()
+    name_sim = similarity_at_least(pred_name, gt.name, threshold)
     if gt_type == "click":
         attribute = weights.click_name_presence if name_present else 0.0
         return weights.type, attribute, weights.dars * name_sim
-    text = pred.text
     attribute = (weights.type_name_presence if name_present else 0.0) + (
-        weights.type_text_presence if text and not text.isspace() else 0.0
+        weights.type_text_presence if pred_text and not pred_text.isspace() else 0.0
     )
-    text_sim = similarity_at_least(text, gt.text, threshold)
+    text_sim = similarity_at_least(pred_text, gt.text, threshold)
     return weights.type, attribute, weights.name_similarity * name_sim + weights.dars * text_sim
 
 
 def action_reward(pred: Action, gt: Action, config: RewardConfig) -> ActionReward:
     """Type, attribute and value rewards of ``pred`` against ``gt`` (formulas above)."""
-    return ActionReward(*action_parts(pred, gt, rule_weights(config)))
+    return ActionReward(*action_parts(pred.type, pred.name, pred.text, gt, rule_weights(config)))

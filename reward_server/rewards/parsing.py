@@ -206,10 +206,18 @@ def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
     top-level key: a quote inside a string is escaped, and the action's keys are
     type/name/text.
     """
-    match = _RATIONALE_KEY.search(completion)
-    if match is None:
-        return None
-    start = match.end()
+    # The usual spellings, ': "' and ':"', found without the regex (a third of the cost of
+    # decoding the whole answer); the first "rationale" token may also be a value.
+    after = completion.find('"rationale"') + 11
+    if after > 10 and completion.startswith(': "', after):
+        start = after + 3
+    elif after > 10 and completion.startswith(':"', after):
+        start = after + 2
+    else:
+        match = _RATIONALE_KEY.search(completion)
+        if match is None:
+            return None
+        start = match.end()
     stop = start + len(rationale)
     # Without a backslash the raw characters are the value itself, and the first quote
     # after them closes the string.
@@ -223,7 +231,7 @@ def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
     return (start, end - 1) if value == rationale else None
 
 
-def _parse_fast_strict(completion: str) -> ParsedCompletion | FormatFailure | None:
+def _parse_fast_strict(completion: str) -> ParsedFields | FormatFailure | None:
     """Strict parsing of everything that decodes as a JSON object, in native code.
 
     None sends the completion to the key-by-key walker, which gives the same outcome for
@@ -261,8 +269,7 @@ def _parse_fast_strict(completion: str) -> ParsedCompletion | FormatFailure | No
             span = _rationale_span(completion, rationale)
             if span is None:
                 return None
-            parsed = _tuple_new(Action, (action_type, name, text))
-            return _tuple_new(ParsedCompletion, (rationale, parsed, span))
+            return (rationale, action_type, name, text, span)
     if not _no_dropped_members(completion, top):
         return None
     try:
@@ -279,6 +286,22 @@ def parse_completion(
 
     Raises :class:`CompletionTypeError` only when ``completion`` is not a string.
     """
+    outcome = parse_fields(completion, mode, max_chars)
+    if type(outcome) is FormatFailure:
+        return outcome
+    rationale, action_type, name, text, span = outcome  # type: ignore[misc]
+    return ParsedCompletion(rationale, Action(action_type, name, text), span)
+
+
+# (rationale, action type, name, text, rationale span): a parsed answer as one exact tuple.
+ParsedFields = tuple[str, str, str, str, tuple[int, int]]
+
+
+def parse_fields(
+    completion: str, mode: str = "strict", max_chars: int = 32_768
+) -> ParsedFields | FormatFailure:
+    """:func:`parse_completion` with the answer flat, for batch scoring: exact tuples are
+    cheaper to build and, unlike NamedTuples, untracked by the collector once checked."""
     if not isinstance(completion, str):
         raise CompletionTypeError(
             "completion", f"must be a string, got {type(completion).__name__}"
@@ -290,7 +313,10 @@ def parse_completion(
         decided = _parse_fast_strict(completion)
         if decided is not None:
             return decided
-    return _parse_walking(completion, strict)
+    walked = _parse_walking(completion, strict)
+    if type(walked) is FormatFailure:
+        return walked
+    return (walked.rationale, *walked.action, walked.rationale_span)  # type: ignore[union-attr]
 
 
 def _parse_walking(completion: str, strict: bool) -> ParsedCompletion | FormatFailure:
@@ -354,11 +380,18 @@ def _well_formed_truth(value: dict[str, Any]) -> Action | None:
     size = len(value)
     if action_type == "type_and_submit" and size == 3:
         name, text = value.get("name"), value.get("text")
-        if type(name) is str and type(text) is str and nonblank(name) and nonblank(text):
+        if (
+            type(name) is str
+            and type(text) is str
+            and name
+            and text
+            and not name.isspace()
+            and not text.isspace()
+        ):
             return _tuple_new(Action, ("type_and_submit", name, text))
     elif action_type == "click" and size == 2:
         name = value.get("name")
-        if type(name) is str and nonblank(name):
+        if type(name) is str and name and not name.isspace():
             return _tuple_new(Action, ("click", name, ""))
     elif action_type == "terminate" and size == 1:
         return _TERMINATE

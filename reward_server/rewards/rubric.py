@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from reward_server.config import RewardConfig
 from reward_server.rewards.action import RuleWeights, action_parts, rule_weights
-from reward_server.rewards.parsing import parse_completion
+from reward_server.rewards.parsing import ParsedFields, parse_completion, parse_fields
 from reward_server.rewards.types import (
     Action,
     FormatFailure,
@@ -32,17 +32,25 @@ from reward_server.rewards.types import (
 # this runs once per item.
 _tuple_new = tuple.__new__
 
+Outcome = ParsedCompletion | FormatFailure | ParsedFields
+
 
 def _compose(
-    outcome: ParsedCompletion | FormatFailure,
+    outcome: Outcome,
     ground_truth: Action,
     weights: RuleWeights,
     self_certainty: float | None,
 ) -> RewardBreakdown:
-    if isinstance(outcome, FormatFailure):
-        fields = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, outcome)
-        return _tuple_new(RewardBreakdown, fields)
-    type_part, attribute, value = action_parts(outcome.action, ground_truth, weights)
+    kind = type(outcome)
+    if kind is FormatFailure:
+        failed = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, None, None, None,
+                  outcome[0], outcome[1])  # fmt: skip
+        return _tuple_new(RewardBreakdown, failed)
+    if kind is ParsedCompletion:
+        rationale, (action_type, name, text), span = outcome  # type: ignore[misc]
+    else:
+        rationale, action_type, name, text, span = outcome  # type: ignore[misc]
+    type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
     rules = weights.format + type_part + attribute + value
     reward = rules if self_certainty is None else rules + weights.alpha * self_certainty
     gt_type = ground_truth.type
@@ -54,7 +62,7 @@ def _compose(
         best = weights.best_terminate
     score = rules / best if best > 0 else 0.0
     fields = (reward, score, weights.format, type_part, attribute, value, self_certainty,
-              outcome, None)  # fmt: skip
+              rationale, action_type, name, text, span, None, None)  # fmt: skip
     return _tuple_new(RewardBreakdown, fields)
 
 
@@ -69,7 +77,7 @@ def compose_reward(
 
 
 def compose_batch(
-    outcomes: Sequence[ParsedCompletion | FormatFailure],
+    outcomes: Sequence[Outcome],
     ground_truths: Sequence[Action],
     config: RewardConfig,
     self_certainties: Sequence[float | None] | None = None,
@@ -100,10 +108,17 @@ def score_batch(
     config: RewardConfig,
     self_certainties: Sequence[float | None] | None = None,
 ) -> list[RewardBreakdown]:
-    """Rule rewards of a batch, in input order; lengths must match."""
+    """Rule rewards of a batch, in input order; lengths must match.
+
+    Each item is parsed and composed in turn, so only its breakdown outlives the step.
+    """
+    certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
+    weights = rule_weights(config)
     mode, max_chars = config.parse_mode, config.max_completion_chars
-    outcomes = [parse_completion(text, mode, max_chars) for text in completions]
-    return compose_batch(outcomes, ground_truths, config, self_certainties)
+    return [
+        _compose(parse_fields(text, mode, max_chars), truth, weights, certainty)
+        for text, truth, certainty in zip(completions, ground_truths, certainties, strict=True)
+    ]
 
 
 def _certainties_for(

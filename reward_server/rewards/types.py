@@ -60,7 +60,14 @@ class ActionReward(NamedTuple):
 
 
 class RewardBreakdown(NamedTuple):
-    """Every component of one item's reward (REWARD_SPEC section 5)."""
+    """Every component of one item's reward (REWARD_SPEC section 5), and its parse outcome.
+
+    The outcome is stored flat (strings, numbers and an exact tuple): a batch keeps one of
+    these per item, and CPython's collector re-walks every surviving tuple *subclass* at
+    each full collection, so one per item instead of three or four (Action,
+    ParsedCompletion, FormatFailure) is a measurable share of a large batch's time.
+    ``parsed``, ``failure`` and ``action`` rebuild the typed views on access.
+    """
 
     reward: float
     score: float
@@ -69,9 +76,34 @@ class RewardBreakdown(NamedTuple):
     attribute: float
     value: float
     self_certainty: float | None
-    parsed: ParsedCompletion | None
-    failure: FormatFailure | None
+    rationale: str | None
+    action_type: str | None
+    action_name: str | None
+    action_text: str | None
+    rationale_span: tuple[int, int] | None
+    failure_reason: str | None
+    failure_detail: str | None
 
     @property
     def format_ok(self) -> bool:
-        return self.failure is None
+        return self.failure_reason is None
+
+    @property
+    def action(self) -> Action | None:
+        """The predicted action, or None when the format failed."""
+        if self.action_type is None:
+            return None
+        return Action(self.action_type, self.action_name or "", self.action_text or "")
+
+    @property
+    def parsed(self) -> ParsedCompletion | None:
+        action = self.action
+        if action is None:
+            return None
+        return ParsedCompletion(self.rationale or "", action, self.rationale_span or (0, 0))
+
+    @property
+    def failure(self) -> FormatFailure | None:
+        if self.failure_reason is None:
+            return None
+        return FormatFailure(self.failure_reason, self.failure_detail or "")

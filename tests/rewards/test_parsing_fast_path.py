@@ -12,7 +12,12 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reward_server.rewards.parsing import _parse_fast_strict, _parse_walking, parse_completion
+from reward_server.rewards.parsing import (
+    _parse_fast_strict,
+    _parse_walking,
+    parse_completion,
+    parse_fields,
+)
 from reward_server.rewards.types import FormatFailure, ParsedCompletion
 
 KEYS = st.sampled_from(
@@ -57,12 +62,20 @@ def well_formed() -> st.SearchStrategy[str]:
     )
 
 
+def flat(outcome: ParsedCompletion | FormatFailure) -> tuple:
+    """The fast path's form of an outcome: (rationale, type, name, text, span)."""
+    if isinstance(outcome, FormatFailure):
+        return outcome
+    return (outcome.rationale, *outcome.action, outcome.rationale_span)
+
+
 def assert_agrees(completion: str) -> None:
     decided = _parse_fast_strict(completion)
     walked = _parse_walking(completion, strict=True)
     if decided is not None:
-        assert decided == walked, completion
+        assert decided == flat(walked) and type(decided) is type(flat(walked)), completion
     assert parse_completion(completion) == walked, completion
+    assert parse_fields(completion) == flat(walked), completion
     if isinstance(walked, ParsedCompletion):
         start, stop = walked.rationale_span
         assert json.loads('"' + completion[start:stop] + '"') == walked.rationale
@@ -80,7 +93,7 @@ def test_fast_path_takes_well_formed_answers(completion: str) -> None:
     assert_agrees(completion)
     # The one well-formed case left to the walker: the text "\u0022" anywhere (it may
     # spell a quote, which would hide a duplicate key from the quote count).
-    taken = isinstance(_parse_fast_strict(completion), ParsedCompletion)
+    taken = type(_parse_fast_strict(completion)) is tuple
     assert taken or "\\u0022" in completion
 
 
