@@ -36,12 +36,13 @@ from reward_server.results import (
 from reward_server.rewards import (
     Action,
     FormatFailure,
+    ParsedFields,
     compose_batch,
     evaluate,
     parse_completion,
+    parse_fields,
 )
 from reward_server.rewards.metrics import EvalMetrics
-from reward_server.rewards.parsing import ParsedFields, parse_fields
 
 if TYPE_CHECKING:
     from reward_server.certainty import CertaintyScorer

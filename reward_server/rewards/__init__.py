@@ -3,7 +3,12 @@
 from reward_server.rewards.action import action_reward
 from reward_server.rewards.errors import CompletionTypeError, GroundTruthError, RewardInputError
 from reward_server.rewards.metrics import EvalMetrics, evaluate, exact_match
-from reward_server.rewards.parsing import parse_completion, parse_ground_truth
+from reward_server.rewards.parsing import (
+    ParsedFields,
+    parse_completion,
+    parse_fields,
+    parse_ground_truth,
+)
 from reward_server.rewards.rubric import (
     compose_batch,
     compose_reward,
@@ -29,6 +34,7 @@ __all__ = [
     "FormatFailure",
     "GroundTruthError",
     "ParsedCompletion",
+    "ParsedFields",
     "RewardBreakdown",
     "RewardInputError",
     "action_reward",
@@ -37,6 +43,7 @@ __all__ = [
     "evaluate",
     "exact_match",
     "parse_completion",
+    "parse_fields",
     "parse_ground_truth",
     "rouge_l_f1",
     "rouge_tokens",
