@@ -79,6 +79,21 @@ class EncodedItem:
         return self.positions[-1] if self.positions else 0
 
 
+def group_by_prompt(
+    items: Sequence[EncodedItem | CertaintyResult],
+) -> tuple[list[CertaintyResult | None], dict[PromptKey, list[int]]]:
+    """A batch's result slots, already filled for items that failed before the forward
+    pass, and the indices of the others grouped by identical prompt ids (in order)."""
+    results: list[CertaintyResult | None] = [
+        it if isinstance(it, CertaintyResult) else None for it in items
+    ]
+    groups: dict[PromptKey, list[int]] = {}
+    for i, it in enumerate(items):
+        if isinstance(it, EncodedItem):
+            groups.setdefault(it.prompt_ids, []).append(i)
+    return results, groups
+
+
 def _failure(reason: str, detail: str | None = None, total: int = 0) -> CertaintyResult:
     return CertaintyResult(value=None, reason=reason, detail=detail, total_tokens=total)
 
@@ -244,13 +259,7 @@ class TransformersBackend:
         group that fails (e.g. out of memory) gives ``backend_error`` to its items only.
         """
         t0 = time.perf_counter()
-        results: list[CertaintyResult | None] = [
-            it if isinstance(it, CertaintyResult) else None for it in items
-        ]
-        groups: dict[PromptKey, list[int]] = {}
-        for i, it in enumerate(items):
-            if isinstance(it, EncodedItem):
-                groups.setdefault(it.prompt_ids, []).append(i)
+        results, groups = group_by_prompt(items)
         tokens = 0
         for prompt, idxs in groups.items():
             members = [items[i] for i in idxs]

@@ -42,9 +42,9 @@ import torch
 
 from reward_server.certainty.backends import (
     EncodedItem,
-    PromptKey,
     TransformersBackend,
     _failure,
+    group_by_prompt,
 )
 from reward_server.certainty.model_loading import (
     EMBEDDED_NAME,
@@ -304,13 +304,7 @@ class VllmBackend:
     ) -> tuple[list[CertaintyResult], BatchStats]:
         """Score encoded items (failures pass through); returns results and batch stats."""
         t0 = time.perf_counter()
-        results: list[CertaintyResult | None] = [
-            it if isinstance(it, CertaintyResult) else None for it in items
-        ]
-        groups: dict[PromptKey, list[int]] = {}
-        for i, it in enumerate(items):
-            if isinstance(it, EncodedItem):
-                groups.setdefault(it.prompt_ids, []).append(i)
+        results, groups = group_by_prompt(items)
         seqs: dict[int, list[int]] = {}
         for idxs in groups.values():
             for i in idxs:
