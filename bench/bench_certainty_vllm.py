@@ -57,28 +57,17 @@ def _bench_certainty():
     return mod
 
 
-def _to_request(d: dict):
-    from reward_server.certainty.types import CertaintyRequest
-
-    d = dict(d)
-    for key in ("rationale_span", "prompt_ids", "completion_ids"):
-        if d.get(key) is not None:
-            d[key] = tuple(d[key])
-    if d.get("prompt_messages") is not None:
-        d["prompt_messages"] = tuple(tuple(m) for m in d["prompt_messages"])
-    return CertaintyRequest(**d)
-
-
 # ---------------------------------------------------------------------------- vLLM child
 def serve_vllm(args) -> int:
     """Child (vLLM venv): load the backend, then answer one JSON command per stdin line."""
+    from reward_server.certainty.types import CertaintyRequest
     from reward_server.certainty.vllm_backend import VllmBackend
 
     t0 = time.perf_counter()
     backend = VllmBackend.from_pretrained("vllm:embedded", device="cpu", cache_dir=args.cache_dir)
     backend.warmup()
     workloads = {
-        k: [_to_request(d) for d in v]
+        k: [CertaintyRequest.from_json(d) for d in v]
         for k, v in json.loads(Path(args.workloads).read_text()).items()
     }
 

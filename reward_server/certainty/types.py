@@ -7,7 +7,7 @@ the model, and gets back one :class:`CertaintyResult` per request, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 CertaintyKind = Literal["kl_uniform", "kl_to_uniform"]
 
@@ -31,6 +31,19 @@ class CertaintyRequest:
     completion_ids: tuple[int, ...] | None = None
     kind: CertaintyKind = "kl_uniform"
     temperature: float = 1.0
+
+    @classmethod
+    def from_json(cls, fields: dict[str, Any]) -> CertaintyRequest:
+        """The request whose ``dataclasses.asdict`` went through JSON as ``fields`` (lists
+        back into the tuples the request holds): how a request crosses to a process that
+        runs another backend."""
+        values = dict(fields)
+        for key in ("rationale_span", "prompt_ids", "completion_ids"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if values.get("prompt_messages") is not None:
+            values["prompt_messages"] = tuple(tuple(m) for m in values["prompt_messages"])
+        return cls(**values)
 
 
 @dataclass(slots=True)

@@ -21,18 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def to_request(d: dict):
-    from reward_server.certainty.types import CertaintyRequest
-
-    d = dict(d)
-    for key in ("rationale_span", "prompt_ids", "completion_ids"):
-        if d.get(key) is not None:
-            d[key] = tuple(d[key])
-    if d.get("prompt_messages") is not None:
-        d["prompt_messages"] = tuple(tuple(m) for m in d["prompt_messages"])
-    return CertaintyRequest(**d)
-
-
 def result_dict(r) -> dict:
     out = asdict(r)
     return {k: out[k] for k in ("value", "reason", "detail", "rationale_tokens", "approximate")}
@@ -45,13 +33,14 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     spec = json.loads(Path(args.requests).read_text())
+    from reward_server.certainty.types import CertaintyRequest
     from reward_server.certainty.vllm_backend import VllmBackend
 
     t0 = time.perf_counter()
     backend = VllmBackend.from_pretrained("vllm:embedded", device="cpu", cache_dir=args.cache_dir)
     backend.warmup()
     load_s = time.perf_counter() - t0
-    reqs = [to_request(d) for d in spec["batch"]]
+    reqs = [CertaintyRequest.from_json(d) for d in spec["batch"]]
     backend.llm.reset_prefix_cache()
     t0 = time.perf_counter()
     batch = backend.score_batch(reqs)
