@@ -67,6 +67,17 @@ def make_scorer(backend, **kw) -> CertaintyScorer:
     return build_scorer(model="tiny", loader=lambda _model: backend, **kw)
 
 
+async def start_with_model_busy(gated, **kw):
+    """A started scorer whose model thread is held inside one item's batch (``gated``'s
+    gate is closed), so further items queue; returns the scorer and that item's task."""
+    scorer = make_scorer(gated, **kw)
+    await scorer.start()
+    gated.gate.clear()
+    first = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
+    await asyncio.to_thread(gated.entered.wait, 10)
+    return scorer, first
+
+
 async def wait_until(cond, timeout=10.0):
     end = time.monotonic() + timeout
     while not cond():
@@ -128,11 +139,7 @@ async def test_per_item_failures_come_back_in_order(gated):
 
 
 async def test_overloaded_at_once_when_full(gated):
-    scorer = make_scorer(gated, max_queue_items=4, max_wait_ms=0)
-    await scorer.start()
-    gated.gate.clear()
-    first = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
-    await asyncio.to_thread(gated.entered.wait, 10)  # that item is now in the model
+    scorer, first = await start_with_model_busy(gated, max_queue_items=4, max_wait_ms=0)
     queued = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)] * 3))
     await wait_until(lambda: scorer.queue_depth == 3)
     t0 = time.monotonic()
@@ -145,11 +152,7 @@ async def test_overloaded_at_once_when_full(gated):
 
 
 async def test_cancelled_caller_work_is_dropped(gated):
-    scorer = make_scorer(gated, max_wait_ms=0)
-    await scorer.start()
-    gated.gate.clear()
-    first = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
-    await asyncio.to_thread(gated.entered.wait, 10)
+    scorer, first = await start_with_model_busy(gated, max_wait_ms=0)
     doomed = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)] * 5))
     await wait_until(lambda: scorer.queue_depth == 5)
     doomed.cancel()
@@ -165,11 +168,7 @@ async def test_cancelled_caller_work_is_dropped(gated):
 
 
 async def test_deadline_passed_while_queued(gated):
-    scorer = make_scorer(gated, max_wait_ms=0)
-    await scorer.start()
-    gated.gate.clear()
-    first = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
-    await asyncio.to_thread(gated.entered.wait, 10)
+    scorer, first = await start_with_model_busy(gated, max_wait_ms=0)
     t0 = time.monotonic()
     with pytest.raises(ScorerDeadlineExceeded):
         await scorer.score([shop_request(prompt_text=PROMPT)], deadline=time.monotonic() + 0.1)
@@ -183,11 +182,7 @@ async def test_deadline_passed_while_queued(gated):
 
 
 async def test_stop_fails_queued_and_finishes_in_flight(gated):
-    scorer = make_scorer(gated, max_wait_ms=0)
-    await scorer.start()
-    gated.gate.clear()
-    first = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
-    await asyncio.to_thread(gated.entered.wait, 10)
+    scorer, first = await start_with_model_busy(gated, max_wait_ms=0)
     queued = asyncio.create_task(scorer.score([shop_request(prompt_text=PROMPT)]))
     await wait_until(lambda: scorer.queue_depth == 1)
     stopping = asyncio.create_task(scorer.stop())
