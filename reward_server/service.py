@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
 from reward_server.config import CertaintySource, RewardConfig
@@ -104,11 +104,17 @@ def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> R
         raise InvalidRequest(f"invalid config override: {exc}", param="config") from None
 
 
+_Outcome = TypeVar("_Outcome")
+
+
 def _parse_all(
-    items: Sequence[RewardItem | EvaluateItem], config: RewardConfig
-) -> list[ParsedFields | FormatFailure]:
+    items: Sequence[RewardItem | EvaluateItem],
+    config: RewardConfig,
+    parse: Callable[[str, str, int], _Outcome] = parse_fields,
+) -> list[_Outcome]:
+    """``parse`` of every item's completion with the config's mode and length bound."""
     mode, max_chars = config.parse_mode, config.max_completion_chars
-    return [parse_fields(item.completion, mode, max_chars) for item in items]
+    return [parse(item.completion, mode, max_chars) for item in items]
 
 
 def _prompt_fields(item: RewardItem) -> dict[str, object]:
@@ -259,11 +265,9 @@ class RewardService:
     async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
         """Section-6 metrics over a posted batch."""
         config = effective_config(self.config, request.config)
-        mode, max_chars = config.parse_mode, config.max_completion_chars
-        pairs = [
-            (parse_completion(item.completion, mode, max_chars), item.ground_truth)
-            for item in request.items
-        ]
+        outcomes = _parse_all(request.items, config, parse_completion)
+        truths = [item.ground_truth for item in request.items]
+        pairs = list(zip(outcomes, truths, strict=True))
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 
 
