@@ -35,6 +35,8 @@ from reward_server.rewards.types import ACTION_TYPES, Action, FormatFailure, Par
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _TOP_LEVEL_KEYS = frozenset({"rationale", "action"})
 _ACTION_KEYS = frozenset({"type", "name", "text"})
+# The first characters of JSON values other than objects (NaN/Infinity are not JSON).
+_JSON_VALUE_STARTS = frozenset('["-0123456789tfn')
 # Lenient mode tries at most this many '{' positions, so hostile text cannot make it quadratic.
 _LENIENT_MAX_ATTEMPTS = 64
 
@@ -121,6 +123,10 @@ def _locate_strict(text: str) -> tuple[list[tuple[str, Any, int, int]], int, int
     if start >= end:
         raise _Failure("not_json", "empty completion")
     if text[start] != "{":
+        # Prose or a Markdown fence before the answer: no JSON value starts like that, and
+        # the decoder's error is far dearer to build than this answer.
+        if text[start] not in _JSON_VALUE_STARTS:
+            raise _Failure("not_json", "the completion is not a JSON value")
         try:
             value, stop = _STRICT_DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
@@ -198,9 +204,10 @@ def _no_dropped_members(completion: str, decoded: Any) -> bool:
     return encoded.count(b'"') == completion.count('"')
 
 
-def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
-    """The span of the top-level rationale's string value in a strict answer whose members
-    are all strings, or None when its key is spelled with escapes (the walker finds it).
+def _rationale_start(completion: str) -> int | None:
+    """Where the top-level rationale's string value starts, in a strict answer whose
+    members are all strings, or None when its key is spelled with escapes (the walker
+    finds it).
 
     In such an answer the only place ``"rationale"`` can be followed by ``:`` is the
     top-level key: a quote inside a string is escaped, and the action's keys are
@@ -210,23 +217,19 @@ def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
     # decoding the whole answer); the first "rationale" token may also be a value.
     after = completion.find('"rationale"') + 11
     if after > 10 and completion.startswith(': "', after):
-        start = after + 3
-    elif after > 10 and completion.startswith(':"', after):
-        start = after + 2
-    else:
-        match = _RATIONALE_KEY.search(completion)
-        if match is None:
-            return None
-        start = match.end()
-    stop = start + len(rationale)
-    # Without a backslash the raw characters are the value itself, and the first quote
-    # after them closes the string.
-    if (
-        "\\" not in rationale
-        and completion[stop : stop + 1] == '"'
-        and completion.startswith(rationale, start)
-    ):
-        return start, stop
+        return after + 3
+    if after > 10 and completion.startswith(':"', after):
+        return after + 2
+    match = _RATIONALE_KEY.search(completion)
+    return None if match is None else match.end()
+
+
+def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
+    """The span of the top-level rationale's string value (see :func:`_rationale_start`),
+    checked against the decoded ``rationale``."""
+    start = _rationale_start(completion)
+    if start is None:
+        return None
     value, end = _scanstring(completion, start, True)
     return (start, end - 1) if value == rationale else None
 
@@ -253,23 +256,33 @@ def _parse_fast_strict(completion: str) -> ParsedFields | FormatFailure | None:
         and type(action) is dict
         and rationale
         and not rationale.isspace()
-        and action.keys() <= _ACTION_KEYS
     ):
         action_type = action.get("type")
         name = action.get("name", "")
         text = action.get("text", "")
-        if action_type in ACTION_TYPES and type(name) is str and type(text) is str:
-            # Without a backslash every raw quote delimits one of the answer's strings
-            # (three, and two per action member), which is cheaper to check.
+        if (
+            action_type in ACTION_TYPES
+            and type(name) is str
+            and type(text) is str
+            # No keys beyond type/name/text, cheaper than a key-set comparison.
+            and len(action) == 1 + ("name" in action) + ("text" in action)
+        ):
             if "\\" in completion:
                 if not _no_dropped_members(completion, top):
                     return None
-            elif completion.count('"') != 2 * (3 + 2 * len(action)):
+                span = _rationale_span(completion, rationale)
+                if span is None:
+                    return None
+                return (rationale, action_type, name, text, span)
+            # Without a backslash every raw quote delimits one of the answer's strings
+            # (three, and two per action member), which is cheaper to check; and the raw
+            # characters after the key are the rationale itself, up to the next quote.
+            if completion.count('"') != 2 * (3 + 2 * len(action)):
                 return None
-            span = _rationale_span(completion, rationale)
-            if span is None:
+            start = _rationale_start(completion)
+            if start is None:
                 return None
-            return (rationale, action_type, name, text, span)
+            return (rationale, action_type, name, text, (start, start + len(rationale)))
     if not _no_dropped_members(completion, top):
         return None
     try:
