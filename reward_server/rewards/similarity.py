@@ -23,6 +23,8 @@ from functools import lru_cache
 
 from rapidfuzz.distance import LCSseq
 
+_lcs_length = LCSseq.similarity
+
 # Strings longer than this are tokenised without caching so a huge input cannot pin memory.
 _CACHEABLE_CHARS = 512
 
@@ -35,15 +37,19 @@ _TOKEN_BYTES = bytes(
 )
 
 
-def _tokenize(text: str) -> tuple[bytes, ...]:
-    if not text.isascii():
-        # Only here can lower-casing change the length or reach ASCII (e.g. KELVIN SIGN).
-        text = text.lower()
-    # surrogatepass: a lone surrogate is a legal JSON string character; it is not alnum.
-    return tuple(text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES).split())
+def _tokenize(text: str) -> list[bytes]:
+    if text.isascii():
+        return text.encode().translate(_TOKEN_BYTES).split()
+    # Only here can lower-casing change the length or reach ASCII (e.g. KELVIN SIGN), and
+    # a lone surrogate, a legal JSON string character that is not alnum, be met.
+    return text.lower().encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES).split()
 
 
-_cached_tokens = lru_cache(maxsize=65_536)(_tokenize)
+def _target_tokens(text: str) -> tuple[bytes, ...]:
+    return tuple(_tokenize(text))
+
+
+_cached_tokens = lru_cache(maxsize=65_536)(_target_tokens)
 
 
 def rouge_tokens(text: str) -> tuple[str, ...]:
@@ -65,14 +71,15 @@ def similarity_at_least(prediction: str, target: str, threshold: float) -> float
     """
     # Only the target's tokens are cached: ground truths repeat across a batch (a GRPO
     # group shares one), while a missed lookup would cost a prediction more than it saves.
-    target_tokens = _cached_tokens(target) if len(target) <= _CACHEABLE_CHARS else _tokenize(
-        target
-    )
+    if len(target) <= _CACHEABLE_CHARS:
+        target_tokens = _cached_tokens(target)
+    else:
+        target_tokens = _target_tokens(target)
     if prediction == target:
         return 1.0 if target_tokens and threshold <= 1.0 else 0.0
     pred_tokens = _tokenize(prediction)
     m, n = len(pred_tokens), len(target_tokens)
-    if not m or not n or 2 * min(m, n) / (m + n) < threshold:
+    if not m or not n or 2 * (m if m < n else n) / (m + n) < threshold:
         return 0.0
-    f1 = 2 * LCSseq.similarity(target_tokens, pred_tokens) / (m + n)
+    f1 = 2 * _lcs_length(target_tokens, pred_tokens) / (m + n)
     return f1 if f1 >= threshold else 0.0
