@@ -17,10 +17,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from reward_server.config import RewardConfig
 from reward_server.rewards.action import RuleWeights, action_parts, rule_weights
-from reward_server.rewards.parsing import ParsedFields, parse_completion, parse_fields
+from reward_server.rewards.errors import CompletionTypeError, RewardInputError
+from reward_server.rewards.parsing import (
+    ParsedFields,
+    parse_completion,
+    parse_fields,
+    parse_ground_truth,
+)
 from reward_server.rewards.types import (
     Action,
     FormatFailure,
@@ -42,14 +49,14 @@ def _compose(
     self_certainty: float | None,
 ) -> RewardBreakdown:
     kind = type(outcome)
-    if kind is FormatFailure:
+    if kind is tuple:
+        rationale, action_type, name, text, span = outcome  # type: ignore[misc]
+    elif kind is ParsedCompletion:
+        rationale, (action_type, name, text), span = outcome  # type: ignore[misc]
+    else:
         failed = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, None, None, None,
                   outcome[0], outcome[1])  # fmt: skip
         return _tuple_new(RewardBreakdown, failed)
-    if kind is ParsedCompletion:
-        rationale, (action_type, name, text), span = outcome  # type: ignore[misc]
-    else:
-        rationale, action_type, name, text, span = outcome  # type: ignore[misc]
     type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
     rules = weights.format + type_part + attribute + value
     reward = rules if self_certainty is None else rules + weights.alpha * self_certainty
@@ -104,21 +111,44 @@ def score_completion(
 
 def score_batch(
     completions: Sequence[str],
-    ground_truths: Sequence[Action],
+    ground_truths: Sequence[Action | dict[str, Any] | str],
     config: RewardConfig,
     self_certainties: Sequence[float | None] | None = None,
 ) -> list[RewardBreakdown]:
     """Rule rewards of a batch, in input order; lengths must match.
 
-    Each item is parsed and composed in turn, so only its breakdown outlives the step.
+    A ground truth is an :class:`Action` or anything :func:`parse_ground_truth` accepts (an
+    object or its JSON string). Each item is checked, parsed and composed in turn, so only
+    its breakdown outlives the step. Raises :class:`RewardInputError` naming the first bad
+    item, e.g. ``ground_truths[3].name`` or ``completions[0]``.
     """
     certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
     weights = rule_weights(config)
     mode, max_chars = config.parse_mode, config.max_completion_chars
-    return [
-        _compose(parse_fields(text, mode, max_chars), truth, weights, certainty)
-        for text, truth, certainty in zip(completions, ground_truths, certainties, strict=True)
-    ]
+    try:
+        return [
+            _compose(parse_fields(text, mode, max_chars), parse_ground_truth(truth), weights, value)
+            for text, truth, value in zip(completions, ground_truths, certainties, strict=True)
+        ]
+    except RewardInputError as error:
+        raise _first_bad_item(completions, ground_truths) from error
+
+
+def _first_bad_item(
+    completions: Sequence[Any], ground_truths: Sequence[Any]
+) -> RewardInputError:
+    """The error of the first item that cannot be scored, its field named by batch index
+    (looked up only after a failure, so the scoring loop stays lean)."""
+    for index, (text, truth) in enumerate(zip(completions, ground_truths, strict=True)):
+        try:
+            parse_fields(text)
+            parse_ground_truth(truth)
+        except RewardInputError as error:
+            plural = "completions" if isinstance(error, CompletionTypeError) else "ground_truths"
+            field = error.field.split(".", 1)
+            suffix = f".{field[1]}" if len(field) == 2 else ""
+            return type(error)(f"{plural}[{index}]{suffix}", error.message)
+    raise AssertionError("a batch item failed to score but none fails on its own")
 
 
 def _certainties_for(

@@ -192,3 +192,43 @@ def test_score_batch_keeps_order_and_checks_lengths() -> None:
         score_batch(texts, truths[:1], CONFIG)
     with pytest.raises(ValueError):
         score_batch(texts, truths, CONFIG, [1.0])
+
+
+def test_score_batch_takes_ground_truths_in_every_accepted_form() -> None:
+    from reward_server.rewards import score_batch
+
+    truth = tas("search_input", "geforce rtx 5090")
+    texts = [C(RATIONALE, tas("search_input", "geforce rtx 5090 rog"))] * 4
+    forms = [truth, json.dumps(truth), {"action": truth}, parse_ground_truth(truth)]
+    results = score_batch(texts, forms, CONFIG)
+    assert len({r.reward for r in results}) == 1
+    assert results[0] == score_completion(texts[0], parse_ground_truth(truth), CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("completions", "truths", "error", "field"),
+    [
+        ([C("a", TERMINATE), 7], [TERMINATE, TERMINATE], "CompletionTypeError", "completions[1]"),
+        (
+            [C("a", TERMINATE)] * 3,
+            [TERMINATE, TERMINATE, click(" ")],
+            "GroundTruthError",
+            "ground_truths[2].name",
+        ),
+        (
+            [C("a", TERMINATE)] * 2,
+            ['{"action": {"type": "scroll"}}', TERMINATE],
+            "GroundTruthError",
+            "ground_truths[0].action.type",
+        ),
+        ([C("a", TERMINATE)] * 2, [TERMINATE, "not json"], "GroundTruthError", "ground_truths[1]"),
+    ],
+)
+def test_score_batch_names_the_first_bad_item(completions, truths, error, field) -> None:
+    from reward_server.rewards import RewardInputError, score_batch
+
+    with pytest.raises(RewardInputError) as caught:
+        score_batch(completions, truths, CONFIG)
+    assert type(caught.value).__name__ == error
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
