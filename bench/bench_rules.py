@@ -17,7 +17,7 @@ every ``--chunk`` items, so that the shared machine's shifts in speed hit both a
 library's memo caches are cleared before each repeat, so no prediction is a cache hit
 from an earlier one. Prints a table, then one JSON line of the figures.
 
-    python bench/bench_rules.py [--items 10000] [--repeats 5] [--chunk 1000] [--seed 0]
+    python bench/bench_rules.py [--items 10000] [--repeats 9] [--chunk 1000] [--seed 0]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from rouge_score import rouge_scorer  # noqa: E402
 
 from reward_server.config import RewardConfig  # noqa: E402
+from reward_server.rewards import RewardBreakdown, score_batch  # noqa: E402
 from reward_server.rewards import parsing as _parsing  # noqa: E402
-from reward_server.rewards import score_batch  # noqa: E402
 from reward_server.rewards import similarity as _similarity  # noqa: E402
 
 DATA_CANDIDATES = [
@@ -343,7 +343,15 @@ def clear_library_caches() -> None:
 def library_rewards(
     completions: list[str], truths: list[dict[str, str]], config: RewardConfig
 ) -> list[float]:
-    return [item.reward for item in score_batch(completions, truths, config)]
+    return library_scores(completions, truths, config)[1]
+
+
+def library_scores(
+    completions: list[str], truths: list[dict[str, str]], config: RewardConfig
+) -> tuple[list[RewardBreakdown], list[float]]:
+    """Every item's breakdown, and the rewards read from them."""
+    breakdowns = score_batch(completions, truths, config)
+    return breakdowns, [item.reward for item in breakdowns]
 
 
 def timed(fn: Any) -> tuple[float, float, Any]:
@@ -369,27 +377,27 @@ def timed_repeat(
     ends, as a whole batch's would, and its memo caches start empty.
     """
     clear_library_caches()
-    kept: list[list[float]] = []
+    kept: list[tuple[list[RewardBreakdown], list[float]]] = []
     lib_seconds, base_seconds = [0.0, 0.0], [0.0, 0.0]
     for turn, start in enumerate(range(0, len(completions), chunk)):
         texts, golds = completions[start : start + chunk], truths[start : start + chunk]
         sides = [
-            (lib_seconds, lambda t=texts, g=golds: library_rewards(t, g, config)),
+            (lib_seconds, lambda t=texts, g=golds: library_scores(t, g, config)),
             (base_seconds, lambda t=texts, g=golds: baseline.score_all(t, g)),
         ]
         for seconds, run in sides if turn % 2 == 0 else sides[::-1]:
-            wall, cpu, rewards = timed(run)
+            wall, cpu, result = timed(run)
             seconds[0] += wall
             seconds[1] += cpu
             if seconds is lib_seconds:
-                kept.append(rewards)
-    return [r for part in kept for r in part], lib_seconds, base_seconds
+                kept.append(result)
+    return [r for _, rewards in kept for r in rewards], lib_seconds, base_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=10_000, help="items in the mix")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per side")
+    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per side")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mix")
     parser.add_argument(
         "--chunk", type=int, default=1_000, help="items per turn when the sides alternate"
