@@ -234,13 +234,16 @@ def _rationale_span(completion: str, rationale: str) -> tuple[int, int] | None:
     return (start, end - 1) if value == rationale else None
 
 
-def _parse_fast_strict(completion: str) -> ParsedFields | FormatFailure | None:
+def _parse_fast_strict(
+    completion: str, with_span: bool = True
+) -> ParsedFields | FormatFailure | None:
     """Strict parsing of everything that decodes as a JSON object, in native code.
 
     None sends the completion to the key-by-key walker, which gives the same outcome for
     everything this decides (same action and span, or same reason and detail) and also
     names the failures this leaves alone: text that is not one JSON object, a duplicate key
     or a quote spelled ``\\u0022`` anywhere, a rationale key spelled with escapes.
+    Without ``with_span`` the span is None and never looked for.
     """
     try:
         top = orjson.loads(completion)
@@ -270,6 +273,8 @@ def _parse_fast_strict(completion: str) -> ParsedFields | FormatFailure | None:
             if "\\" in completion:
                 if not _no_dropped_members(completion, top):
                     return None
+                if not with_span:
+                    return (rationale, action_type, name, text, None)
                 span = _rationale_span(completion, rationale)
                 if span is None:
                     return None
@@ -279,6 +284,8 @@ def _parse_fast_strict(completion: str) -> ParsedFields | FormatFailure | None:
             # characters after the key are the rationale itself, up to the next quote.
             if completion.count('"') != 2 * (3 + 2 * len(action)):
                 return None
+            if not with_span:
+                return (rationale, action_type, name, text, None)
             start = _rationale_start(completion)
             if start is None:
                 return None
@@ -306,15 +313,20 @@ def parse_completion(
     return ParsedCompletion(rationale, Action(action_type, name, text), span)
 
 
-# (rationale, action type, name, text, rationale span): a parsed answer as one exact tuple.
-ParsedFields = tuple[str, str, str, str, tuple[int, int]]
+# (rationale, action type, name, text, rationale span): a parsed answer as one exact tuple;
+# the span may be None only when it was not asked for.
+ParsedFields = tuple[str, str, str, str, tuple[int, int] | None]
 
 
 def parse_fields(
-    completion: str, mode: str = "strict", max_chars: int = 32_768
+    completion: str, mode: str = "strict", max_chars: int = 32_768, with_span: bool = True
 ) -> ParsedFields | FormatFailure:
     """:func:`parse_completion` with the answer flat, for batch scoring: exact tuples are
-    cheaper to build and, unlike NamedTuples, untracked by the collector once checked."""
+    cheaper to build and, unlike NamedTuples, untracked by the collector once checked.
+
+    ``with_span=False`` is for callers that need only the action: the span is not looked
+    for (it may be None) and nothing else changes.
+    """
     if not isinstance(completion, str):
         raise CompletionTypeError(
             "completion", f"must be a string, got {type(completion).__name__}"
@@ -323,7 +335,7 @@ def parse_fields(
         return FormatFailure("too_long", f"{len(completion)} characters > limit {max_chars}")
     strict = mode != "lenient"
     if strict:
-        decided = _parse_fast_strict(completion)
+        decided = _parse_fast_strict(completion, with_span)
         if decided is not None:
             return decided
     walked = _parse_walking(completion, strict)
