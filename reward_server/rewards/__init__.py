@@ -12,6 +12,7 @@ from reward_server.rewards.parsing import (
 from reward_server.rewards.rubric import (
     compose_batch,
     compose_reward,
+    reward_batch,
     score_batch,
     score_completion,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "parse_completion",
     "parse_fields",
     "parse_ground_truth",
+    "reward_batch",
     "rouge_l_f1",
     "rouge_tokens",
     "score_batch",

@@ -134,6 +134,50 @@ def score_batch(
         raise _first_bad_item(completions, ground_truths) from error
 
 
+def reward_batch(
+    completions: Sequence[str],
+    ground_truths: Sequence[Action | dict[str, Any] | str],
+    config: RewardConfig,
+    self_certainties: Sequence[float | None] | None = None,
+) -> list[float]:
+    """Only the total reward of each item: ``score_batch(...)[i].reward``, exactly, for
+    callers that need nothing else (a trainer's reward function, offline scoring).
+
+    Skips what only a breakdown needs (the rationale span, the score, one result object
+    per item); takes the same arguments and raises the same errors as :func:`score_batch`.
+    """
+    certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
+    weights = rule_weights(config)
+    mode, max_chars = config.parse_mode, config.max_completion_chars
+    try:
+        return [
+            _reward_only(
+                parse_fields(text, mode, max_chars, with_span=False),
+                parse_ground_truth(truth),
+                weights,
+                value,
+            )
+            for text, truth, value in zip(completions, ground_truths, certainties, strict=True)
+        ]
+    except RewardInputError as error:
+        raise _first_bad_item(completions, ground_truths) from error
+
+
+def _reward_only(
+    outcome: ParsedFields | FormatFailure,
+    ground_truth: Action,
+    weights: RuleWeights,
+    self_certainty: float | None,
+) -> float:
+    """``_compose(...).reward`` without the rest of the breakdown."""
+    if type(outcome) is FormatFailure:
+        return 0.0
+    _, action_type, name, text, _ = outcome  # type: ignore[misc]
+    type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
+    rules = weights.format + type_part + attribute + value
+    return rules if self_certainty is None else rules + weights.alpha * self_certainty
+
+
 def _first_bad_item(
     completions: Sequence[Any], ground_truths: Sequence[Any]
 ) -> RewardInputError:

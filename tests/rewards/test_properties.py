@@ -19,6 +19,7 @@ from reward_server.rewards import (
     FormatFailure,
     ParsedCompletion,
     parse_completion,
+    reward_batch,
     rouge_l_f1,
     score_completion,
 )
@@ -115,6 +116,10 @@ def check_bounds(completion: str, gt: Action, config: RewardConfig, s: float | N
     first = score_completion(completion, gt, config, s)
     second = score_completion(completion, gt, config, s)
     assert first == second  # deterministic
+    # The rewards-only path gives exactly the breakdown's reward (and takes ground truths
+    # in their JSON form too).
+    assert reward_batch([completion], [gt], config, [s]) == [first.reward]
+    assert reward_batch([completion], [json.dumps(gt._asdict())], config, [s]) == [first.reward]
     values = (first.reward, first.score, first.format, first.type, first.attribute, first.value)
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     assert 0.0 <= first.score <= 1.0

@@ -195,7 +195,7 @@ def test_score_batch_keeps_order_and_checks_lengths() -> None:
 
 
 def test_score_batch_takes_ground_truths_in_every_accepted_form() -> None:
-    from reward_server.rewards import score_batch
+    from reward_server.rewards import reward_batch, score_batch
 
     truth = tas("search_input", "geforce rtx 5090")
     texts = [C(RATIONALE, tas("search_input", "geforce rtx 5090 rog"))] * 4
@@ -203,6 +203,12 @@ def test_score_batch_takes_ground_truths_in_every_accepted_form() -> None:
     results = score_batch(texts, forms, CONFIG)
     assert len({r.reward for r in results}) == 1
     assert results[0] == score_completion(texts[0], parse_ground_truth(truth), CONFIG)
+    assert reward_batch(texts, forms, CONFIG, [2.0, None, 0.0, None]) == [
+        results[0].reward + CONFIG.alpha * 2.0,
+        results[0].reward,
+        results[0].reward,
+        results[0].reward,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -224,11 +230,13 @@ def test_score_batch_takes_ground_truths_in_every_accepted_form() -> None:
         ([C("a", TERMINATE)] * 2, [TERMINATE, "not json"], "GroundTruthError", "ground_truths[1]"),
     ],
 )
-def test_score_batch_names_the_first_bad_item(completions, truths, error, field) -> None:
-    from reward_server.rewards import RewardInputError, score_batch
+@pytest.mark.parametrize("batch", ["score_batch", "reward_batch"])
+def test_batches_name_the_first_bad_item(completions, truths, error, field, batch) -> None:
+    from reward_server import rewards
+    from reward_server.rewards import RewardInputError
 
     with pytest.raises(RewardInputError) as caught:
-        score_batch(completions, truths, CONFIG)
+        getattr(rewards, batch)(completions, truths, CONFIG)
     assert type(caught.value).__name__ == error
     assert caught.value.field == field
     assert str(caught.value).startswith(f"{field}: ")
