@@ -76,6 +76,13 @@ def assert_agrees(completion: str) -> None:
         assert decided == flat(walked) and type(decided) is type(flat(walked)), completion
     assert parse_completion(completion) == walked, completion
     assert parse_fields(completion) == flat(walked), completion
+    # Without the span, the same outcome with the span possibly left out.
+    spanless = parse_fields(completion, with_span=False)
+    if isinstance(walked, FormatFailure):
+        assert spanless == walked, completion
+    else:
+        assert spanless[:4] == flat(walked)[:4], completion
+        assert spanless[4] in (None, walked.rationale_span), completion
     if isinstance(walked, ParsedCompletion):
         start, stop = walked.rationale_span
         assert json.loads('"' + completion[start:stop] + '"') == walked.rationale
