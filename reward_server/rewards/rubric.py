@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from reward_server.config import RewardConfig
 from reward_server.rewards.action import RuleWeights, action_parts, rule_weights
@@ -40,6 +40,7 @@ from reward_server.rewards.types import (
 _tuple_new = tuple.__new__
 
 Outcome = ParsedCompletion | FormatFailure | ParsedFields
+T = TypeVar("T")
 
 
 def _compose(
@@ -122,16 +123,7 @@ def score_batch(
     its breakdown outlives the step. Raises :class:`RewardInputError` naming the first bad
     item, e.g. ``ground_truths[3].name`` or ``completions[0]``.
     """
-    certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
-    weights = rule_weights(config)
-    mode, max_chars = config.parse_mode, config.max_completion_chars
-    try:
-        return [
-            _compose(parse_fields(text, mode, max_chars), parse_ground_truth(truth), weights, value)
-            for text, truth, value in zip(completions, ground_truths, certainties, strict=True)
-        ]
-    except RewardInputError as error:
-        raise _first_bad_item(completions, ground_truths) from error
+    return _each_item(completions, ground_truths, config, self_certainties, _compose, True)
 
 
 def reward_batch(
@@ -146,13 +138,26 @@ def reward_batch(
     Skips what only a breakdown needs (the rationale span, the score, one result object
     per item); takes the same arguments and raises the same errors as :func:`score_batch`.
     """
+    return _each_item(completions, ground_truths, config, self_certainties, _reward_only, False)
+
+
+def _each_item(
+    completions: Sequence[str],
+    ground_truths: Sequence[Any],
+    config: RewardConfig,
+    self_certainties: Sequence[float | None] | None,
+    finish: Callable[[ParsedFields | FormatFailure, Action, RuleWeights, float | None], T],
+    with_span: bool,
+) -> list[T]:
+    """``finish(parse outcome, ground truth, weights, certainty)`` of each item in turn,
+    or the error naming the first bad item."""
     certainties = _certainties_for(len(completions), len(ground_truths), self_certainties)
     weights = rule_weights(config)
     mode, max_chars = config.parse_mode, config.max_completion_chars
     try:
         return [
-            _reward_only(
-                parse_fields(text, mode, max_chars, with_span=False),
+            finish(
+                parse_fields(text, mode, max_chars, with_span),
                 parse_ground_truth(truth),
                 weights,
                 value,
