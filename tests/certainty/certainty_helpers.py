@@ -9,6 +9,19 @@ import torch
 
 from reward_server.certainty.types import CertaintyRequest
 
+# Shared inputs: a chat prompt, an HTML-like page and first-person rationales.
+PROMPT = "<|im_start|>user\nFind a graphics card.<|im_end|>\n<|im_start|>assistant\n"
+HTML = (
+    "<html><body><input name='search_input'/><a name='add_to_cart.buy_now'>Buy now</a>"
+    "<div name='refinements.customer_reviews'>4 stars & up</div></body></html>"
+)
+RATIONALES = [
+    "I want a graphics card, so I search for the one I have in mind.",
+    "The reviews matter to me, so I sort by customer reviews.",
+    "Nothing here fits my budget, I leave.",
+    "I want a café table ✓ under $50.",
+]
+
 # A shared cache across sessions: the first de-quantisation of the GGUF takes ~40 s here.
 EMBEDDED_CACHE = Path.home() / ".cache" / "shop-r1-reward-test"
 

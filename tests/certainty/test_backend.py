@@ -9,24 +9,12 @@ import sys
 
 import pytest
 import torch
-from certainty_helpers import reference_value, shop_request
+from certainty_helpers import HTML, PROMPT, RATIONALES, reference_value, shop_request
 
 from reward_server.certainty import ModelLoadError, build_scorer
 from reward_server.certainty.backends import TransformersBackend
 from reward_server.certainty.reductions import reference_certainty
 from reward_server.certainty.types import CertaintyRequest
-
-PROMPT = "<|im_start|>user\nFind a graphics card.<|im_end|>\n<|im_start|>assistant\n"
-HTML = (
-    "<html><body><input name='search_input'/><a name='add_to_cart.buy_now'>Buy now</a>"
-    "<div name='refinements.customer_reviews'>4 stars & up</div></body></html>"
-)
-RATIONALES = [
-    "I want a graphics card, so I search for the one I have in mind.",
-    "The reviews matter to me, so I sort by customer reviews.",
-    "Nothing here fits my budget, I leave.",
-    "I want a café table ✓ under $50.",
-]
 
 
 def test_v_is_the_logits_width(tiny_backend, tiny_model, tiny_tokenizer):

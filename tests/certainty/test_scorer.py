@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from certainty_helpers import reference_value, shop_request
+from certainty_helpers import PROMPT, reference_value, shop_request
 
 from reward_server.certainty import (
     CertaintyScorer,
@@ -19,8 +19,6 @@ from reward_server.certainty import (
     build_scorer,
 )
 from reward_server.certainty.backends import TransformersBackend
-
-PROMPT = "<|im_start|>user\nFind a graphics card.<|im_end|>\n<|im_start|>assistant\n"
 
 
 class Gated:

@@ -1,0 +1,166 @@
+"""The transformers backend on CUDA (REWARD_SPEC section 4): the real GPU path (a model
+directory loaded in bfloat16 with SDPA) gives the CPU (float32) values within bfloat16
+rounding, finite and in order, the same per-item failures, and values that do not depend
+on batch mates. Skipped where no CUDA device is visible.
+
+Tolerances are relative. bfloat16 keeps 8 significand bits, so every weight and every
+activation the GPU path stores is rounded by up to 2^-9 (~2e-3) of itself; the CPU path
+keeps float32. On these tiny models (3 seeds, 39 values) bfloat16 against float32 on CPU
+differed by at most 2.7e-3, and two bfloat16 runs of one item with other batch mates,
+packs and prefill chunks by at most 8.4e-4: ``DEVICE_RTOL`` and ``BATCH_RTOL`` leave about
+4x and 6x of margin for other kernels. The items' values span about 5 to 15 nats (the
+two kinds differ by more than 2x), so an item scored with another's rows, a pack mate's
+keys or the wrong reduction misses by far more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from certainty_helpers import HTML, PROMPT, RATIONALES, shop_request
+
+from reward_server.certainty import build_scorer
+from reward_server.certainty.backends import TransformersBackend
+from reward_server.certainty.types import CertaintyRequest
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+DEVICE_RTOL = 1e-2  # CUDA bfloat16 against CPU float32
+BATCH_RTOL = 5e-3  # CUDA against CUDA: the same item with other batch mates or packing
+
+
+
+def mixed_requests() -> list[CertaintyRequest]:
+    """A shared-prompt group, unrelated prompts, both kinds, two temperatures, no prompt."""
+    reqs = []
+    for i, r in enumerate(RATIONALES):
+        reqs.append(shop_request(r, prompt_text=PROMPT))
+        reqs.append(shop_request(r, prompt_text=HTML + f" step {i}"))
+        reqs.append(shop_request(r, kind="kl_to_uniform", temperature=0.6, prompt_text=PROMPT))
+    reqs.append(shop_request(RATIONALES[0]))
+    return reqs
+
+
+def close(a: float, b: float, rtol: float) -> bool:
+    return abs(a - b) <= rtol * max(abs(a), abs(b))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dirs):
+    return tiny_model_dirs[1][0]
+
+
+@pytest.fixture(scope="module")
+def cpu_backend(model_dir):
+    return TransformersBackend.from_pretrained(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cuda_backend(model_dir):
+    backend = TransformersBackend.from_pretrained(str(model_dir), device="cuda")
+    backend.warmup()  # lm_head(hidden) reproduces the model's logits in bfloat16 too
+    return backend
+
+
+def test_the_cuda_path_is_bf16_on_the_gpu(cuda_backend, cpu_backend):
+    assert cuda_backend.device.type == "cuda"
+    assert cuda_backend.dtype == torch.bfloat16
+    assert all(p.device.type == "cuda" for p in cuda_backend.model.parameters())
+    assert cpu_backend.dtype == torch.float32
+    assert cuda_backend.vocab_size == cpu_backend.vocab_size
+
+
+def test_cuda_values_match_cpu_in_order(cuda_backend, cpu_backend):
+    reqs = mixed_requests()
+    on_cpu = cpu_backend.score_batch(reqs)
+    on_gpu = cuda_backend.score_batch(reqs)
+    assert len(on_gpu) == len(reqs)
+    for i, (c, g) in enumerate(zip(on_cpu, on_gpu, strict=True)):
+        assert g.reason is None and g.value is not None, (i, g)
+        assert math.isfinite(g.value)
+        assert g.rationale_tokens == c.rationale_tokens and g.total_tokens == c.total_tokens
+        assert close(g.value, c.value, DEVICE_RTOL), (i, g.value, c.value)
+    # Not vacuous: the same values in reverse order would not pass.
+    values = [r.value for r in on_gpu]
+    assert any(
+        not close(v, c.value, DEVICE_RTOL) for v, c in zip(reversed(values), on_cpu, strict=True)
+    )
+    # The reversed batch gives the reversed values.
+    backwards = [r.value for r in cuda_backend.score_batch(reqs[::-1])]
+    for v, w in zip(values, reversed(backwards), strict=True):
+        assert close(v, w, BATCH_RTOL)
+
+
+def test_failures_are_the_same_on_cuda(cuda_backend, cpu_backend, tiny_tokenizer):
+    base = shop_request(prompt_text=PROMPT)
+    start = base.rationale_span[0]
+    other_ids = tuple(tiny_tokenizer("something else", add_special_tokens=False)["input_ids"])
+    reqs = [
+        CertaintyRequest(base.completion_text, (start, start), prompt_text=PROMPT),
+        CertaintyRequest(base.completion_text, (5, 10_000), prompt_text=PROMPT),
+        CertaintyRequest(base.completion_text, base.rationale_span, prompt_ids=(10**7,)),
+        CertaintyRequest(base.completion_text, base.rationale_span, temperature=0.0),
+        CertaintyRequest(base.completion_text, base.rationale_span, completion_ids=other_ids),
+        shop_request(prompt_text="word " * 400),  # the tiny model has 256 positions
+        base,
+    ]
+    expected = [
+        "empty_span",
+        "invalid_request",
+        "invalid_request",
+        "invalid_request",
+        "span_mismatch",
+        "too_long",
+        None,
+    ]
+    on_cpu = cpu_backend.score_batch(reqs)
+    on_gpu = cuda_backend.score_batch(reqs)
+    assert [r.reason for r in on_gpu] == [r.reason for r in on_cpu] == expected
+    assert all(r.value is None for r in on_gpu[:-1])
+    assert close(on_gpu[-1].value, on_cpu[-1].value, DEVICE_RTOL)
+
+
+def test_values_do_not_depend_on_batch_mates_on_cuda(cuda_backend, tiny_tokenizer):
+    reqs = mixed_requests()
+    alone = [cuda_backend.score_batch([r])[0].value for r in reqs]
+    mixed = [r.value for r in cuda_backend.score_batch(reqs)]
+    group = [r.value for r in cuda_backend.score_batch([reqs[0]] * 8)]
+    # Small packs, prefill chunks and reduction chunks: several forwards over one cache.
+    small = TransformersBackend.from_model(
+        cuda_backend.model, tiny_tokenizer, pack_tokens=20, prefill_chunk_tokens=7, chunk_rows=3
+    )
+    split = [r.value for r in small.score_batch(reqs)]
+    for i, (a, m, s) in enumerate(zip(alone, mixed, split, strict=True)):
+        assert close(m, a, BATCH_RTOL), (i, m, a)
+        assert close(s, a, BATCH_RTOL), (i, s, a)
+    assert all(close(g, alone[0], BATCH_RTOL) for g in group)
+
+
+async def test_scorer_loads_scores_and_reloads_on_cuda(tiny_model_dirs, cpu_backend):
+    root, (dir1, dir2) = tiny_model_dirs
+    reqs = mixed_requests()[:6]
+    want1 = [r.value for r in cpu_backend.score_batch(reqs)]
+    want2 = [
+        r.value
+        for r in TransformersBackend.from_pretrained(str(dir2), device="cpu").score_batch(reqs)
+    ]
+    assert any(not close(a, b, 10 * DEVICE_RTOL) for a, b in zip(want1, want2, strict=True))
+    scorer = build_scorer(model=str(dir1), device="cuda", max_wait_ms=1, reload_root=str(root))
+    await scorer.start()
+    try:
+        assert scorer.ready and scorer.model_name == "tiny-1"
+        got = await scorer.score(reqs)
+        for r, w in zip(got, want1, strict=True):
+            assert r.value is not None and close(r.value, w, DEVICE_RTOL), (r, w)
+        await scorer.reload(str(dir2))
+        assert scorer.model_name == "tiny-2"
+        got = await scorer.score(reqs)
+        for r, w in zip(got, want2, strict=True):
+            assert r.value is not None and close(r.value, w, DEVICE_RTOL), (r, w)
+    finally:
+        await scorer.stop()
