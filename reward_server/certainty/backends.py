@@ -9,7 +9,9 @@ where ``z_{t-1}`` is the logits row at the position before token t of ``x ++ c_i
 is the ``kl_uniform`` or ``kl_to_uniform`` row reduction (see ``reductions``). How:
 
 1. the prompt is encoded once (chunked prefill into a KV cache; batch 1, so the causal
-   SDPA kernel needs no mask);
+   SDPA kernel needs no mask). A prompt that only one item of the batch has (and short
+   enough for one prefill chunk) is instead run with its completion in one causal
+   forward: no cache and no mask;
 2. the group's completions are packed into one row after the cache, each with positions
    ``P, P+1, ...`` and a block mask (every completion sees the whole prompt and its own
    past, never another completion): an item's value does not depend on its batch mates;
@@ -308,47 +310,15 @@ class TransformersBackend:
 
     def _score_group(self, prompt: PromptKey, members: list[EncodedItem]) -> list[float]:
         with torch.inference_mode():
-            n_prompt = len(prompt)
-            cache, prompt_last = self._prefill(prompt)
-            rows: list[torch.Tensor] = []
+            if len(members) == 1 and len(prompt) + members[0].forward_tokens <= (
+                self.prefill_chunk_tokens
+            ):
+                rows = [self._rows_in_one_pass(prompt, members[0])]
+            else:
+                rows = self._rows_over_shared_prompt(prompt, members)
             temps: list[float] = []
             kinds: list[str] = []
-            # Pack completions (their inputs up to the last rationale token) into rows of at
-            # most pack_tokens, each a single forward pass over the shared cache.
-            # The pack's additive mask is [Q, P + Q]: with a very long prompt fewer
-            # completion tokens go in one pack, so the mask stays under ~16M elements.
-            limit = min(self.pack_tokens, max(256, (1 << 24) // (n_prompt + self.pack_tokens)))
-            packs: list[list[EncodedItem]] = [[]]
-            used = 0
-            for it in members:
-                if packs[-1] and used + it.forward_tokens > limit:
-                    packs.append([])
-                    used = 0
-                packs[-1].append(it)
-                used += it.forward_tokens
-            per_item_rows: dict[int, torch.Tensor] = {}
-            for pack in packs:
-                hidden = self._forward_pack(pack, n_prompt, cache)
-                offset = 0
-                for it in pack:
-                    idx = []
-                    for t in it.positions:
-                        # Token t is predicted by the row before it: completion input t-1,
-                        # or the prompt's last position for t == 0.
-                        idx.append(-1 if t == 0 else offset + t - 1)
-                    gathered = []
-                    if hidden is not None:
-                        inner = [j for j in idx if j >= 0]
-                        if inner:
-                            gathered.append(hidden[torch.tensor(inner, device=self.device)])
-                    if idx[0] == -1:  # positions are sorted, so t == 0 comes first
-                        assert prompt_last is not None
-                        gathered.insert(0, prompt_last.unsqueeze(0))
-                    per_item_rows[id(it)] = torch.cat(gathered, dim=0)
-                    offset += it.forward_tokens
-            for it in members:
-                r = per_item_rows[id(it)]
-                rows.append(r)
+            for it, r in zip(members, rows, strict=True):
                 temps.extend([it.temperature] * r.shape[0])
                 kinds.extend([it.kind] * r.shape[0])
             hidden_rows = torch.cat(rows, dim=0)
@@ -362,6 +332,64 @@ class TransformersBackend:
                 out.append(float(vals64[start : start + n].mean()))
                 start += n
             return out
+
+    def _rows_in_one_pass(self, prompt: PromptKey, it: EncodedItem) -> torch.Tensor:
+        """Hidden states ``[n, H]`` predicting one item's rationale tokens, from a single
+        causal forward over prompt + completion inputs.
+
+        A prompt no other item of the batch shares gains nothing from a cache: one forward
+        (no cache, no mask, so the fused causal kernel) replaces the prefill and the pack
+        forward, which halves the forwards per item where launches dominate (a GPU).
+        """
+        ids = [*prompt, *it.completion_ids[: it.forward_tokens]]
+        out = self.body(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device), use_cache=False
+        )
+        # Token t is predicted by the row before it in prompt + completion.
+        rows = [len(prompt) + t - 1 for t in it.positions]
+        return out.last_hidden_state[0, torch.tensor(rows, device=self.device)]
+
+    def _rows_over_shared_prompt(
+        self, prompt: PromptKey, members: list[EncodedItem]
+    ) -> list[torch.Tensor]:
+        """Each member's hidden states ``[n_i, H]`` predicting its rationale tokens, with
+        the prompt encoded once into a cache and the completions packed after it."""
+        n_prompt = len(prompt)
+        cache, prompt_last = self._prefill(prompt)
+        # Pack completions (their inputs up to the last rationale token) into rows of at
+        # most pack_tokens, each a single forward pass over the shared cache.
+        # The pack's additive mask is [Q, P + Q]: with a very long prompt fewer
+        # completion tokens go in one pack, so the mask stays under ~16M elements.
+        limit = min(self.pack_tokens, max(256, (1 << 24) // (n_prompt + self.pack_tokens)))
+        packs: list[list[EncodedItem]] = [[]]
+        used = 0
+        for it in members:
+            if packs[-1] and used + it.forward_tokens > limit:
+                packs.append([])
+                used = 0
+            packs[-1].append(it)
+            used += it.forward_tokens
+        per_item_rows: dict[int, torch.Tensor] = {}
+        for pack in packs:
+            hidden = self._forward_pack(pack, n_prompt, cache)
+            offset = 0
+            for it in pack:
+                idx = []
+                for t in it.positions:
+                    # Token t is predicted by the row before it: completion input t-1,
+                    # or the prompt's last position for t == 0.
+                    idx.append(-1 if t == 0 else offset + t - 1)
+                gathered = []
+                if hidden is not None:
+                    inner = [j for j in idx if j >= 0]
+                    if inner:
+                        gathered.append(hidden[torch.tensor(inner, device=self.device)])
+                if idx[0] == -1:  # positions are sorted, so t == 0 comes first
+                    assert prompt_last is not None
+                    gathered.insert(0, prompt_last.unsqueeze(0))
+                per_item_rows[id(it)] = torch.cat(gathered, dim=0)
+                offset += it.forward_tokens
+        return [per_item_rows[id(it)] for it in members]
 
     def _forward_pack(
         self, pack: list[EncodedItem], n_prompt: int, cache: Any

@@ -175,14 +175,16 @@ def test_empty_span_and_invalid_items(tiny_backend, tiny_tokenizer):
 
 def test_group_failure_is_isolated(tiny_backend, monkeypatch):
     reqs = [shop_request(prompt_text=PROMPT), shop_request(prompt_text=HTML)]
-    real = tiny_backend._prefill
+    first = tiny_backend.encode(reqs[0])
+    real = tiny_backend.body
 
-    def failing(prompt):
-        if len(prompt) > 40:
+    def failing(*args, **kwargs):
+        # The HTML item's forward (same completion, longer prompt) runs out of memory.
+        if kwargs["input_ids"].shape[1] > len(first.prompt_ids) + first.forward_tokens:
             raise RuntimeError("simulated out of memory")
-        return real(prompt)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_backend, "_prefill", failing)
+    monkeypatch.setattr(tiny_backend, "body", failing)
     ok, bad = tiny_backend.score_batch(reqs)
     assert ok.value is not None
     assert bad.value is None and bad.reason == "backend_error" and "out of memory" in bad.detail
