@@ -121,17 +121,17 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
 
 
 _HISTOGRAM_INTERNALS = ("_buckets", "_upper_bounds", "_sum")
-_parts: dict[int, tuple[Histogram, tuple[Any, Any, Any] | None]] = {}
+# Metric objects hash by identity, and the histograms here live as long as the process.
+_parts: dict[Histogram, tuple[Any, Any, Any] | None] = {}
 
 
 def _histogram_parts(histogram: Histogram) -> tuple[Any, Any, Any] | None:
     """(bucket values, upper bounds, sum value) of a histogram child, read once."""
-    entry = _parts.get(id(histogram))
-    if entry is None or entry[0] is not histogram:
+    if histogram not in _parts:
         found = tuple(getattr(histogram, name, None) for name in _HISTOGRAM_INTERNALS)
         parts = None if any(part is None for part in found) else found
-        entry = _parts[id(histogram)] = (histogram, parts)  # type: ignore[assignment]
-    return entry[1]
+        _parts[histogram] = parts  # type: ignore[assignment]
+    return _parts[histogram]
 
 
 _COMPONENTS = ("format", "type", "attribute", "value")
@@ -177,9 +177,6 @@ class Telemetry:
     FLUSH_ITEMS = 4096
 
     def __init__(self) -> None:
-        self._component_children = {
-            name: COMPONENT_VALUE.labels(name) for name in (*_COMPONENTS, "reward")
-        }
         self._pending = _Pending()
         self._timer: asyncio.TimerHandle | None = None
         _live.add(self)
@@ -238,7 +235,7 @@ class Telemetry:
         for reason, count in pending.nulls.items():
             child(CERTAINTY_NULL, reason).inc(count)
         for name, observed in pending.components.items():
-            observe_many(self._component_children[name], observed)
+            observe_many(child(COMPONENT_VALUE, name), observed)
         observe_many(SCORE_VALUE, pending.scores)
         observe_many(CERTAINTY_VALUE, pending.certainties)
 
