@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from reward_server.config import RewardConfig
 from reward_server.rewards.similarity import similarity_at_least
-from reward_server.rewards.types import Action, ActionReward
+from reward_server.rewards.types import ACTION_TYPES, Action, ActionReward
 
 _NO_CREDIT = (0.0, 0.0, 0.0)
 
@@ -39,9 +39,7 @@ class RuleWeights(NamedTuple):
     dars: float
     threshold: float
     alpha: float
-    best_click: float
-    best_type_and_submit: float
-    best_terminate: float
+    best: dict[str, float]  # ground-truth type -> ``config.best_for(type)``
 
 
 @lru_cache(maxsize=256)
@@ -57,9 +55,7 @@ def rule_weights(config: RewardConfig) -> RuleWeights:
         config.dars,
         config.similarity_threshold,
         config.alpha,
-        config.best_click,
-        config.best_type_and_submit,
-        config.best_terminate,
+        {kind: config.best_for(kind) for kind in ACTION_TYPES},
     )
 
 

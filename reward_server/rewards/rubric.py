@@ -61,13 +61,7 @@ def _compose(
     type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
     rules = weights.format + type_part + attribute + value
     reward = rules if self_certainty is None else rules + weights.alpha * self_certainty
-    gt_type = ground_truth.type
-    if gt_type == "type_and_submit":
-        best = weights.best_type_and_submit
-    elif gt_type == "click":
-        best = weights.best_click
-    else:
-        best = weights.best_terminate
+    best = weights.best[ground_truth.type]
     score = rules / best if best > 0 else 0.0
     fields = (reward, score, weights.format, type_part, attribute, value, self_certainty,
               rationale, action_type, name, text, span, None, None)  # fmt: skip
