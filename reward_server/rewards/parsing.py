@@ -270,26 +270,25 @@ def _parse_fast_strict(
             # No keys beyond type/name/text, cheaper than a key-set comparison.
             and len(action) == 1 + ("name" in action) + ("text" in action)
         ):
-            if "\\" in completion:
-                if not _no_dropped_members(completion, top):
-                    return None
-                if not with_span:
-                    return (rationale, action_type, name, text, None)
-                span = _rationale_span(completion, rationale)
-                if span is None:
-                    return None
-                return (rationale, action_type, name, text, span)
             # Without a backslash every raw quote delimits one of the answer's strings
             # (three, and two per action member), which is cheaper to check; and the raw
             # characters after the key are the rationale itself, up to the next quote.
-            if completion.count('"') != 2 * (3 + 2 * len(action)):
+            escaped = "\\" in completion
+            if escaped:
+                if not _no_dropped_members(completion, top):
+                    return None
+            elif completion.count('"') != 2 * (3 + 2 * len(action)):
                 return None
             if not with_span:
                 return (rationale, action_type, name, text, None)
-            start = _rationale_start(completion)
-            if start is None:
+            if escaped:
+                span = _rationale_span(completion, rationale)
+            else:
+                start = _rationale_start(completion)
+                span = None if start is None else (start, start + len(rationale))
+            if span is None:
                 return None
-            return (rationale, action_type, name, text, (start, start + len(rationale)))
+            return (rationale, action_type, name, text, span)
     if not _no_dropped_members(completion, top):
         return None
     try:
