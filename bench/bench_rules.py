@@ -358,7 +358,7 @@ def timed(fn: Any) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-# The timed sides: label, and what each reports (rewards, or breakdowns with rewards).
+# The timed sides and their labels.
 SIDES = {
     "rewards": "library, rewards only (reward_batch)",
     "breakdowns": "library, breakdowns (score_batch)",
@@ -382,14 +382,15 @@ def timed_repeat(
     alive until the repeat ends, as a whole batch's would, and its memo caches start empty.
     """
     clear_library_caches()
+    # Each side gives (what its caller holds, the rewards).
     runs = {
-        "rewards": lambda t, g: reward_batch(t, g, config),
+        "rewards": lambda t, g: (None, reward_batch(t, g, config)),
         "breakdowns": lambda t, g: library_scores(t, g, config),
-        "baseline": baseline.score_all,
+        "baseline": lambda t, g: (None, baseline.score_all(t, g)),
     }
     order = list(runs)
     seconds = {side: [0.0, 0.0] for side in runs}
-    kept: dict[str, list[Any]] = {side: [] for side in runs}
+    kept: dict[str, list[tuple[Any, list[float]]]] = {side: [] for side in runs}
     for turn, start in enumerate(range(0, len(completions), chunk)):
         texts, golds = completions[start : start + chunk], truths[start : start + chunk]
         shift = turn % len(order)
@@ -398,12 +399,10 @@ def timed_repeat(
             seconds[side][0] += wall
             seconds[side][1] += cpu
             kept[side].append(result)
-    rewards = {
-        "rewards": [r for part in kept["rewards"] for r in part],
-        "breakdowns": [r for _, part in kept["breakdowns"] for r in part],
-        "baseline": [r for part in kept["baseline"] for r in part],
+    return {
+        side: (*seconds[side], [r for _, part in kept[side] for r in part])  # type: ignore[misc]
+        for side in runs
     }
-    return {side: (*seconds[side], rewards[side]) for side in runs}  # type: ignore[misc]
 
 
 def main(argv: list[str] | None = None) -> int:
