@@ -2,7 +2,7 @@
 
 Shape (Shop-R1 GRPO): one ~1,500-token HTML-like prompt with a group of 8 completions of
 ~80 tokens (Shop-R1 JSON answers with a rationale), built from the real queries and
-element names in ``shared/data/shopping-steps``; then 8 unrelated prompts (no sharing).
+element names in ``data/shopping-steps``; then 8 unrelated prompts (no sharing).
 
 * baseline (what Intuitor / open-r1 style code does): for each item, one forward over
   prompt + completion returning the full logits ``[1, L, V]``, a full float32
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "shopping-steps"
+DATA = REPO / "data" / "shopping-steps"
 sys.path.insert(0, str(REPO))
 
 

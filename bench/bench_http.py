@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "shopping-steps"
+DATA = REPO / "data" / "shopping-steps"
 sys.path.insert(0, str(REPO))
 
 from reward_server.config import RewardConfig  # noqa: E402

@@ -1,7 +1,7 @@
 """Benchmark: rule-based Shop-R1 rewards (REWARD_SPEC sections 2, 3, 5), library vs baseline.
 
 Builds a deterministic, realistic mix of (completion, ground truth) items from the real
-shopping steps in ``shared/data/shopping-steps/`` (all three action types; first-person
+shopping steps in ``data/shopping-steps/`` (all three action types; first-person
 rationales of 1-3 sentences; predictions that are exact, near misses around the 0.75
 similarity threshold, the wrong type, missing/blank fields, another target of the right
 type, or malformed), then scores them with
@@ -46,11 +46,7 @@ from reward_server.rewards import RewardBreakdown, reward_batch, score_batch  # 
 from reward_server.rewards import parsing as _parsing  # noqa: E402
 from reward_server.rewards import similarity as _similarity  # noqa: E402
 
-DATA_CANDIDATES = [
-    ROOT.parent / "shared" / "data" / "shopping-steps",
-    ROOT / "shared" / "data" / "shopping-steps",
-    Path("/work/shared/data/shopping-steps"),
-]
+DATA = ROOT / "data" / "shopping-steps"
 STEP_FILES = [
     "mind2web_shopping_steps.jsonl",
     "webshop_human_search_queries.jsonl",
@@ -95,12 +91,11 @@ TERMINATE_RATIONALES = [
 
 def load_steps() -> dict[str, list[dict[str, Any]]]:
     """Ground-truth candidates per action type from the real shopping steps."""
-    folder = next((p for p in DATA_CANDIDATES if (p / STEP_FILES[0]).exists()), None)
-    if folder is None:
-        raise SystemExit(f"shopping steps not found in any of {DATA_CANDIDATES}")
+    if not (DATA / STEP_FILES[0]).exists():
+        raise SystemExit(f"shopping steps not found in {DATA}")
     steps: dict[str, list[dict[str, Any]]] = {"click": [], "type_and_submit": [], "terminate": []}
     for name in STEP_FILES:
-        with open(folder / name, encoding="utf-8") as handle:
+        with open(DATA / name, encoding="utf-8") as handle:
             for line in handle:
                 row = json.loads(line)
                 kind = row["kind"]

@@ -1,7 +1,7 @@
 """Dataset rows for Shop-R1 training, shared by the trainer examples.
 
 Turns shopping-step records (``{"kind", "name", "text", "context_hint", "history"}`` a
-line, e.g. ``../shared/data/shopping-steps/mind2web_shopping_steps.jsonl``) into the row
+line, e.g. ``data/shopping-steps/mind2web_shopping_steps.jsonl``) into the row
 every adapter expects::
 
     {"prompt": [{"role": "system", ...}, {"role": "user", ...}],

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "shopping-steps" / "mind2web_shopping_steps.jsonl"
+DATA = HERE.parent / "data" / "shopping-steps" / "mind2web_shopping_steps.jsonl"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

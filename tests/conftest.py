@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "shopping-steps"
+DATA = REPO / "data" / "shopping-steps"
 
 
 def free_port() -> int:

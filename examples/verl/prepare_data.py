@@ -1,7 +1,7 @@
 """Write verl parquet files from shopping-step records.
 
 python examples/verl/prepare_data.py \
-    ../shared/data/shopping-steps/mind2web_shopping_steps.jsonl ~/shop_r1
+    data/shopping-steps/mind2web_shopping_steps.jsonl ~/shop_r1
 """
 
 from __future__ import annotations

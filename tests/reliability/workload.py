@@ -1,6 +1,6 @@
 """Workload for the reliability proofs: realistic items and their expected rewards.
 
-Items come from the real shopping steps in ``../shared/data/shopping-steps`` (or a small
+Items come from the real shopping steps in ``data/shopping-steps`` (or a small
 built-in set where that folder is absent) and cover every outcome the reward core has:
 exact and partial actions, wrong types, and format failures of several kinds. Each
 item's expected reward is computed in-process with the same pure core the server uses
@@ -20,7 +20,7 @@ from typing import Any
 from reward_server.config import RewardConfig
 from reward_server.rewards import parse_ground_truth, score_completion
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "shopping-steps"
+DATA = Path(__file__).resolve().parents[2] / "data" / "shopping-steps"
 ALPHA = RewardConfig().alpha
 
 RATIONALES = [
