@@ -13,7 +13,8 @@ from client._batching import Chunk, assemble, parse_chunk, plan_chunks, request_
 from client._calls import CallState
 from client._policy import Deadline, EndpointPool, RetryPolicy, split_urls
 from client._sync import DEFAULT_URL
-from client._types import CertaintySource, RewardBatch, ScoreItem, as_score_item
+from client._types import RewardBatch, ScoreItem, as_score_item
+from reward_contract import CertaintySource
 
 
 class AsyncRewardClient:

@@ -13,7 +13,8 @@ import httpx
 from client._batching import Chunk, assemble, parse_chunk, plan_chunks, request_body
 from client._calls import CallState
 from client._policy import Deadline, EndpointPool, RetryPolicy, split_urls
-from client._types import CertaintySource, RewardBatch, ScoreItem, as_score_item
+from client._types import RewardBatch, ScoreItem, as_score_item
+from reward_contract import CertaintySource
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

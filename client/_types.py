@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-CertaintySource = Literal["model", "provided", "none"]
+from reward_contract import COMPONENT_NAMES, RULE_COMPONENTS
+
 Prompt = str | Sequence[Mapping[str, str]]
-COMPONENT_NAMES = ("format", "type", "attribute", "value", "self_certainty")
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class RewardResult:
             reward=float(data["reward"]),
             score=float(data["score"]),
             components=Components(
-                *(float(parts[name]) for name in COMPONENT_NAMES[:4]),
+                *(float(parts[name]) for name in RULE_COMPONENTS),
                 self_certainty=None
                 if parts.get("self_certainty") is None
                 else float(parts["self_certainty"]),

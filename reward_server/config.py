@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reward_contract import CertaintyKind
+
 ParseMode = Literal["strict", "lenient"]
-CertaintyKind = Literal["kl_uniform", "kl_to_uniform"]
-CertaintySource = Literal["model", "provided", "none"]
 
 
 class RewardConfig(BaseModel):

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 from pydantic_core import PydanticCustomError
 
-from reward_server.config import CertaintyKind, CertaintySource, ParseMode
+from reward_contract import ActionType, CertaintyKind, CertaintySource
+from reward_server.config import ParseMode
 from reward_server.rewards.errors import GroundTruthError
 from reward_server.rewards.parsing import parse_ground_truth
 from reward_server.rewards.types import Action
 
-ActionType = Literal["click", "type_and_submit", "terminate"]
 ItemId = Annotated[str, Field(max_length=256)] | int
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from reward_contract import CertaintySource
 from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
-from reward_server.config import CertaintySource, RewardConfig
+from reward_server.config import RewardConfig
 from reward_server.protocol import (
     ConfigOverrides,
     EvaluateItem,
@@ -270,19 +271,3 @@ class RewardService:
         pairs = list(zip(outcomes, truths, strict=True))
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 
-
-# End-of-turn markers a trainer may leave at the end of a decoded response (OpenRLHF's
-# query keeps special tokens); they are not part of the JSON answer.
-END_OF_TURN_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end|>", "<eos>")
-
-
-def strip_end_markers(text: str) -> str:
-    """``text`` without trailing white space and end-of-turn markers."""
-    stripped = text.rstrip()
-    while True:
-        for marker in END_OF_TURN_MARKERS:
-            if stripped.endswith(marker):
-                stripped = stripped[: -len(marker)].rstrip()
-                break
-        else:
-            return stripped

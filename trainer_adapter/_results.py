@@ -6,24 +6,7 @@ import math
 from typing import Any
 
 from client import RewardResult
-
-# End-of-turn markers a trainer may leave at the end of a decoded response (OpenRLHF's
-# query keeps special tokens); they are not part of the JSON answer. Same list as the
-# server's ``/get_reward`` route.
-END_OF_TURN_MARKERS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end|>", "<eos>")
-NUMERIC_COMPONENTS = ("format", "type", "attribute", "value")
-
-
-def strip_end_markers(text: str) -> str:
-    """``text`` without trailing white space and end-of-turn markers."""
-    stripped = text.rstrip()
-    while True:
-        for marker in END_OF_TURN_MARKERS:
-            if stripped.endswith(marker):
-                stripped = stripped[: -len(marker)].rstrip()
-                break
-        else:
-            return stripped
+from reward_contract import RULE_COMPONENTS
 
 
 def component_lists(results: list[RewardResult]) -> dict[str, list[float]]:
@@ -33,7 +16,7 @@ def component_lists(results: list[RewardResult]) -> dict[str, list[float]]:
     values and gaps would mislead); ``self_certainty_missing`` says how many lack it.
     """
     logs = {
-        name: [float(getattr(r.components, name)) for r in results] for name in NUMERIC_COMPONENTS
+        name: [float(getattr(r.components, name)) for r in results] for name in RULE_COMPONENTS
     }
     logs["format_ok"] = [float(r.format_ok) for r in results]
     certainties = [r.components.self_certainty for r in results]
@@ -54,7 +37,7 @@ def flat_result(result: RewardResult) -> dict[str, Any]:
     return {
         "score": result.reward,
         "score_normalized": result.score,
-        **{name: float(getattr(result.components, name)) for name in NUMERIC_COMPONENTS},
+        **{name: float(getattr(result.components, name)) for name in RULE_COMPONENTS},
         "self_certainty": math.nan if certainty is None else float(certainty),
         "self_certainty_missing": float(certainty is None),
         "format_ok": float(result.format_ok),

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from client import ScoreItem
-from trainer_adapter._results import component_lists, strip_end_markers
+from reward_contract import strip_end_markers
+from trainer_adapter._results import component_lists
 from trainer_adapter._settings import AdapterSettings, sync_client
 
 __all__ = ["build_items", "reward_func"]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from client import RewardResult, ScoreItem
-from trainer_adapter._results import strip_end_markers
+from reward_contract import strip_end_markers
 from trainer_adapter._settings import AdapterSettings, async_client
 
 __all__ = ["group_rm", "item_for", "rm"]

@@ -39,7 +39,8 @@ from client import (
     RewardClientError,
     ScoreItem,
 )
-from trainer_adapter._results import NUMERIC_COMPONENTS, mean
+from reward_contract import RULE_COMPONENTS
+from trainer_adapter._results import mean
 from trainer_adapter._settings import AdapterSettings, async_client, text_of
 
 __all__ = ["log_components", "make_items", "shop_r1_reward"]
@@ -81,7 +82,7 @@ def log_components(
     """Send the batch's component means to TRL's ``log_metric`` (and columns to ``log_extra``)."""
     results = batch.results
     if log_metric is not None and results:
-        for name in NUMERIC_COMPONENTS:
+        for name in RULE_COMPONENTS:
             log_metric(METRIC_PREFIX + name, mean([getattr(r.components, name) for r in results]))
         log_metric(METRIC_PREFIX + "score", mean([r.score for r in results]))
         log_metric(METRIC_PREFIX + "format_ok", mean([float(r.format_ok) for r in results]))

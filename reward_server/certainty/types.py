@@ -7,9 +7,9 @@ the model, and gets back one :class:`CertaintyResult` per request, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-CertaintyKind = Literal["kl_uniform", "kl_to_uniform"]
+from reward_contract import CertaintyKind
 
 
 @dataclass(frozen=True, slots=True)

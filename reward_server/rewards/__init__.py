@@ -18,7 +18,6 @@ from reward_server.rewards.rubric import (
 )
 from reward_server.rewards.similarity import rouge_l_f1, rouge_tokens
 from reward_server.rewards.types import (
-    ACTION_TYPES,
     Action,
     ActionReward,
     FormatFailure,
@@ -27,7 +26,6 @@ from reward_server.rewards.types import (
 )
 
 __all__ = [
-    "ACTION_TYPES",
     "Action",
     "ActionReward",
     "CompletionTypeError",

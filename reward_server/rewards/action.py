@@ -20,9 +20,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+from reward_contract import ACTION_TYPES
 from reward_server.config import RewardConfig
 from reward_server.rewards.similarity import similarity_at_least
-from reward_server.rewards.types import ACTION_TYPES, Action, ActionReward
+from reward_server.rewards.types import Action, ActionReward
 
 _NO_CREDIT = (0.0, 0.0, 0.0)
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from reward_contract import ACTION_TYPES
 from reward_server.rewards.similarity import rouge_l_f1
-from reward_server.rewards.types import ACTION_TYPES, Action, FormatFailure, ParsedCompletion
+from reward_server.rewards.types import Action, FormatFailure, ParsedCompletion
 
 
 def exact_match(

@@ -29,8 +29,9 @@ from typing import Any
 
 import orjson
 
+from reward_contract import ACTION_TYPES
 from reward_server.rewards.errors import CompletionTypeError, GroundTruthError
-from reward_server.rewards.types import ACTION_TYPES, Action, FormatFailure, ParsedCompletion
+from reward_server.rewards.types import Action, FormatFailure, ParsedCompletion
 
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _TOP_LEVEL_KEYS = frozenset({"rationale", "action"})

@@ -6,10 +6,7 @@ which matters at tens of thousands of items per second.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
-
-ActionType = Literal["click", "type_and_submit", "terminate"]
-ACTION_TYPES: tuple[str, ...] = ("click", "type_and_submit", "terminate")
+from typing import NamedTuple
 
 
 class Action(NamedTuple):
