@@ -21,6 +21,7 @@ from reward_server.api.middleware import (
     MetricsMiddleware,
 )
 from reward_server.api.routes import add_routes
+from reward_server.api.trainer_routes import add_trainer_routes
 from reward_server.config import ServerSettings, load_config
 from reward_server.service import RewardService, ServiceOptions
 from reward_server.telemetry import Telemetry
@@ -84,6 +85,7 @@ def create_app(
     )
     app.state.context = context
     add_routes(app)
+    add_trainer_routes(app)
     register_error_handlers(app)
     # Added innermost first: metrics see every response, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
