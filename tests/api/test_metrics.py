@@ -69,7 +69,7 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not "
-                    "installed (scripts/install --dev installs it with apt)")
+                    "installed (scripts/install --system-packages installs it)")
 def test_real_prometheus_scrapes_latency_histogram(rules_server, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "prometheus.yml"

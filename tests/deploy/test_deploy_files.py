@@ -22,7 +22,7 @@ def test_dockerfile_lints_clean() -> None:
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
-                    reason="docker-compose (scripts/install --dev installs it with apt) missing")
+                    reason="docker-compose (scripts/install --system-packages installs it) missing")
 def test_compose_file_validates() -> None:
     env = {**os.environ, "SHOP_R1_API_KEY": "test-key"}
     result = subprocess.run(["docker-compose", "config", "-q"], cwd=REPO, env=env,

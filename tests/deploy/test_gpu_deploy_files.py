@@ -36,7 +36,7 @@ def test_gpu_dockerfile_shape() -> None:
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
-                    reason="docker-compose (scripts/install --dev installs it with apt) missing")
+                    reason="docker-compose (scripts/install --system-packages installs it) missing")
 def test_gpu_compose_file_validates() -> None:
     env = {**os.environ, "SHOP_R1_API_KEY": "test-key", "GRAFANA_ADMIN_PASSWORD": "test"}
     result = subprocess.run(["docker-compose", "-f", "docker-compose.gpu.yml", "config", "-q"],
