@@ -130,6 +130,9 @@ class Components(BaseModel):
 
 
 class CertaintyInfo(BaseModel):
+    """Where the self-certainty came from. ``reason`` says why it is null, or why it is
+    ``approximate`` (``no_prompt``: computed without the prompt)."""
+
     source: CertaintySource
     reason: str | None = None
     detail: str | None = None

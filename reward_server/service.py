@@ -118,6 +118,11 @@ def _parse_all(
     return [parse(item.completion, mode, max_chars) for item in items]
 
 
+# Self-certainty is defined over the prompt and the completion (REWARD_CONTRACT.md §4);
+# without the prompt the value is a different quantity, so it is labelled, never passed off.
+NO_PROMPT_DETAIL = "computed on the completion alone: send the item's prompt for the exact value"
+
+
 def _prompt_fields(item: RewardItem) -> dict[str, object]:
     if item.prompt_ids is not None:
         return {"prompt_ids": tuple(item.prompt_ids)}
@@ -258,6 +263,8 @@ class RewardService:
             info = Certainty(
                 "model", result.reason, result.detail, result.approximate, result.rationale_tokens
             )
+            if result.value is not None and not _prompt_fields(items[index]):
+                info = info._replace(reason="no_prompt", detail=NO_PROMPT_DETAIL, approximate=True)
             out[index] = (info, result.value)
         queue_seconds = max((r.queue_seconds for r in measured), default=0.0)
         forward_seconds = max((r.forward_seconds for r in measured), default=0.0)

@@ -53,6 +53,15 @@ def test_self_certainty_is_computed_and_added_with_alpha(model_server) -> None:
     assert broken["reward"] == 0.0 and broken["components"]["self_certainty"] is None
     assert broken["certainty"]["reason"] == "format_failure"
 
+    # Without the prompt the value is still computed, but labelled as approximate.
+    no_prompt = {key: value for key, value in ITEMS[0].items() if key != "prompt"}
+    result = httpx.post(model_server.url + "/v1/rewards", json={"items": [no_prompt]},
+                        timeout=300).json()["results"][0]
+    assert result["components"]["self_certainty"] is not None
+    assert result["certainty"]["approximate"] is True
+    assert result["certainty"]["reason"] == "no_prompt"
+    assert first["certainty"]["approximate"] is False and first["certainty"]["reason"] is None
+
     # An item's value does not depend on its batch mates (spec §4; house habit 4).
     alone = httpx.post(model_server.url + "/v1/rewards", json={"items": [ITEMS[1]]},
                        timeout=300).json()["results"][0]["components"]["self_certainty"]
