@@ -1,4 +1,4 @@
-"""Benchmark: rule-based Shop-R1 rewards (REWARD_SPEC sections 2, 3, 5), library vs baseline.
+"""Benchmark: rule-based Shop-R1 rewards (REWARD_CONTRACT.md §2, 3, 5), library vs baseline.
 
 Builds a deterministic, realistic mix of (completion, ground truth) items from the real
 shopping steps in ``data/shopping-steps/`` (all three action types; first-person
@@ -11,7 +11,7 @@ type, or malformed), then scores them with
   ratio is the like-for-like figure, ``ratio_vs_baseline``;
 * the library with every item's breakdown: ``score_batch`` (components, score, parse
   outcome, rationale span), reported beside it as ``ratio_breakdowns_vs_baseline``;
-* a plain baseline a user would write: stdlib ``json.loads`` + the spec's checks +
+* a plain baseline a user would write: stdlib ``json.loads`` + the contract's checks +
   ``rouge_score.rouge_scorer.RougeScorer(["rougeL"])`` created once.
 
 Every reward must agree to 1e-9 (the benchmark fails otherwise). Each side is warmed up,
@@ -249,12 +249,12 @@ def build_items(
 
 
 # ----------------------------------------------------------------------------------------
-# The baseline a user would write: stdlib json + rouge-score, the spec's rules directly
+# The baseline a user would write: stdlib json + rouge-score, the contract's rules directly
 # ----------------------------------------------------------------------------------------
 
 ACTION_TYPES = ("click", "type_and_submit", "terminate")
 # rouge-score's float F1 can sit one ulp under a mathematically exact 0.75 (e.g. LCS 3 of 3
-# predicted and 5 reference tokens gives 0.7499999999999999); the spec means the exact
+# predicted and 5 reference tokens gives 0.7499999999999999); the contract means the exact
 # value, which the library computes correctly rounded, so the baseline allows that ulp.
 THRESHOLD_SLACK = 1e-12
 
@@ -276,7 +276,7 @@ class Baseline:
         raise ValueError(literal)
 
     def parse(self, completion: str) -> dict[str, str] | None:
-        """The action of a well-formed completion (REWARD_SPEC section 2), else None."""
+        """The action of a well-formed completion (REWARD_CONTRACT.md §2), else None."""
         if len(completion) > self.c.max_completion_chars:
             return None
         try:

@@ -112,7 +112,7 @@ class RewardClient:
         config: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """REWARD_SPEC section-6 metrics of ``{"completion", "ground_truth"}`` pairs."""
+        """REWARD_CONTRACT.md §6 metrics of ``{"completion", "ground_truth"}`` pairs."""
         body: dict[str, Any] = {"items": [dict(item) for item in items]}
         if config:
             body["config"] = dict(config)

@@ -1,6 +1,6 @@
 """Typed inputs and results of the reward API (plain dataclasses; no pydantic needed).
 
-The wire format is the server's ``POST /v1/rewards`` (``REWARD_SPEC.md`` sections 4-5):
+The wire format is the server's ``POST /v1/rewards`` (``docs/REWARD_CONTRACT.md`` §4-5):
 these classes mirror it field by field and are built from / turned into JSON dicts here.
 """
 
@@ -65,7 +65,7 @@ def as_score_item(item: ScoreItem | Mapping[str, Any]) -> ScoreItem:
 
 @dataclass(frozen=True)
 class Components:
-    """The reward's parts (REWARD_SPEC 2-4); ``self_certainty`` is None when not computed."""
+    """The reward's parts (REWARD_CONTRACT.md §2-4); ``self_certainty`` is None if not computed."""
 
     format: float
     type: float

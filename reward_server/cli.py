@@ -4,7 +4,7 @@
 ``prompt``, ``id``, ``self_certainty``) and writes one JSON object a line, in input order:
 the reward breakdown, or ``{"line": N, "error": {...}}`` for a line that could not be
 scored (the rest still score; the exit status is 1 when any line failed).
-``eval IN.jsonl`` prints the REWARD_SPEC section-6 metrics, overall and per type.
+``eval IN.jsonl`` prints the REWARD_CONTRACT.md §6 metrics, overall and per type.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reward configuration: the `paper` profile, validated overrides and a stable hash.
 
-Every number in REWARD_SPEC.md is a field here. A :class:`RewardConfig` is immutable and
+Every number in docs/REWARD_CONTRACT.md is a field here. A :class:`RewardConfig` is immutable and
 validated on construction (finite numbers, non-negative weights, threshold in [0, 1],
 temperature > 0), so nothing downstream re-checks it.
 """
@@ -21,17 +21,17 @@ ParseMode = Literal["strict", "lenient"]
 
 
 class RewardConfig(BaseModel):
-    """The reward design of REWARD_SPEC.md; defaults are the `paper` profile.
+    """The reward design of REWARD_CONTRACT.md; defaults are the `paper` profile.
 
-    Best attainable rewards (spec section 3) follow from the weights:
+    Best attainable rewards (REWARD_CONTRACT.md §3) follow from the weights:
     ``terminate = format + type``; ``click = format + type + click_name_presence + dars``;
     ``type_and_submit = format + type + 2 presence weights + name_similarity + dars``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_weight: float = Field(0.5, ge=0, description="format reward (spec 2)")
-    type_weight: float = Field(0.3, ge=0, description="action type reward (spec 3)")
+    format_weight: float = Field(0.5, ge=0, description="format reward (REWARD_CONTRACT.md §2)")
+    type_weight: float = Field(0.3, ge=0, description="action type reward (REWARD_CONTRACT.md §3)")
     click_name_presence: float = Field(0.2, ge=0, description="click: name non-empty")
     type_name_presence: float = Field(0.1, ge=0, description="type_and_submit: name non-empty")
     type_text_presence: float = Field(0.1, ge=0, description="type_and_submit: text non-empty")

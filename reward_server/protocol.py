@@ -83,7 +83,7 @@ class _LabelledCompletion(_Strict):
 
 
 class RewardItem(_LabelledCompletion):
-    """One completion and its ground truth (REWARD_SPEC section 1)."""
+    """One completion and its ground truth (REWARD_CONTRACT.md §1)."""
 
     prompt: str | list[ChatMessage] | None = Field(
         None, description="templated prompt text, or chat messages (the model's template is used)"

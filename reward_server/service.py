@@ -157,7 +157,7 @@ class RewardService:
         return self.scorer is None or self.scorer.ready
 
     async def score(self, request: RewardRequest, deadline: float | None = None) -> ScoredBatch:
-        """Rewards for every item of ``request``, in order (REWARD_SPEC section 5)."""
+        """Rewards for every item of ``request``, in order (REWARD_CONTRACT.md §5)."""
         started = time.perf_counter()
         config = effective_config(self.config, request.config)
         source = request.self_certainty_source or self.default_source
@@ -186,7 +186,7 @@ class RewardService:
             certainties = [NO_CERTAINTY] * len(items)
 
         truths = [item.ground_truth for item in items]
-        # A failed format composes to 0 with no certainty term (spec section 5).
+        # A failed format composes to 0 with no certainty term (REWARD_CONTRACT.md §5).
         breakdowns = compose_batch(outcomes, truths, config, values)
         results = [
             ItemResult(index, item.id, breakdown, info)

@@ -46,7 +46,7 @@ async def rewards(
 
 
 async def evaluate(body: EvaluateRequest, request: Request) -> dict[str, Any]:
-    """REWARD_SPEC section-6 metrics (exact / type accuracy, macro-F1, per type)."""
+    """REWARD_CONTRACT.md §6 metrics (exact / type accuracy, macro-F1, per type)."""
     ctx = context_of(request)
     check_count(ctx, len(body.items), "items")
     metrics = await ctx.service.evaluate(body)

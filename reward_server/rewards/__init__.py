@@ -1,4 +1,4 @@
-"""The pure reward core (REWARD_SPEC sections 2, 3, 5, 6): no torch, no web, no I/O."""
+"""The pure reward core (REWARD_CONTRACT.md §2, 3, 5, 6): no torch, no web, no I/O."""
 
 from reward_server.rewards.action import action_reward
 from reward_server.rewards.errors import CompletionTypeError, GroundTruthError, RewardInputError

@@ -1,5 +1,5 @@
 """Hierarchical action reward with type gating, DARS and a similarity threshold
-(REWARD_SPEC section 3).
+(REWARD_CONTRACT.md §3).
 
 With ``th(s) = s if s >= threshold else 0`` and everything 0 when ``pred.type != gt.type``:
 
@@ -71,7 +71,7 @@ def action_parts(
     if gt_type == "terminate":
         return weights.type, 0.0, 0.0
     threshold = weights.threshold
-    # "non-blank" (spec section 3): at least one non-white-space character.
+    # "non-blank" (REWARD_CONTRACT.md §3): at least one non-white-space character.
     name_present = bool(pred_name) and not pred_name.isspace()
     name_sim = similarity_at_least(pred_name, gt.name, threshold)
     if gt_type == "click":

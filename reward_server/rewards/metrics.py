@@ -1,4 +1,4 @@
-"""Evaluation metrics of REWARD_SPEC section 6 (the paper's Tables 2 and 3).
+"""Evaluation metrics of REWARD_CONTRACT.md §6 (the paper's Tables 2 and 3).
 
 Over (parse outcome, ground truth) pairs:
 

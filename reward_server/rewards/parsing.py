@@ -1,4 +1,4 @@
-"""Completion text -> parsed action, or a format-failure reason (REWARD_SPEC section 2).
+"""Completion text -> parsed action, or a format-failure reason (REWARD_CONTRACT.md §2).
 
 Strict mode (default): after stripping surrounding white space the completion is exactly
 one JSON object with exactly the keys ``rationale`` and ``action``; ``rationale`` is a
@@ -159,7 +159,7 @@ def _locate_lenient(text: str) -> tuple[list[tuple[str, Any, int, int]], int, in
 
 
 def nonblank(value: str) -> bool:
-    """At least one non-white-space character (REWARD_SPEC section 3, "non-empty")."""
+    """At least one non-white-space character (REWARD_CONTRACT.md §3, "non-empty")."""
     return bool(value) and not value.isspace()
 
 
@@ -361,7 +361,7 @@ def _parse_walking(completion: str, strict: bool) -> ParsedCompletion | FormatFa
 
 def _check_top(top: dict[str, Any], strict: bool) -> tuple[str, Action]:
     """The rationale and action of a decoded top-level object, or the first failure in the
-    order the spec lists them (section 2)."""
+    order REWARD_CONTRACT.md §2 lists them."""
     if "rationale" not in top:
         raise _Failure("missing_rationale", "no 'rationale' key")
     if "action" not in top:
@@ -378,7 +378,7 @@ def _check_top(top: dict[str, Any], strict: bool) -> tuple[str, Action]:
 
 
 def parse_ground_truth(value: Any) -> Action:
-    """The ground-truth action from an object or its JSON string (REWARD_SPEC section 1).
+    """The ground-truth action from an object or its JSON string (REWARD_CONTRACT.md §1).
 
     Accepted: ``{"type", "name"?, "text"?}`` or a whole answer ``{"rationale"?, "action"}``.
     A click needs a non-blank ``name``; a type_and_submit a non-blank ``name`` and ``text``.

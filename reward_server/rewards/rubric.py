@@ -1,5 +1,5 @@
 """Composition of the components into the total reward and the [0, 1] score
-(REWARD_SPEC section 5)::
+(REWARD_CONTRACT.md §5)::
 
     reward = 0                                                   if the format fails
     reward = format + type + attribute + value + alpha * s        otherwise

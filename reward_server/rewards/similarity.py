@@ -7,10 +7,10 @@ becomes a space, split on white space. With ``m = len(pred tokens)``,
     P = L / m,  R = L / n,  F1 = 2 P R / (P + R) = 2 L / (m + n)   (0 when m, n or L is 0)
 
 It is computed as the single division ``2 L / (m + n)``: within one ulp of the reference's
-``2 P R / (P + R)`` (far inside the spec's 1e-9), and correctly rounded, so an F1 that is
+``2 P R / (P + R)`` (far inside the contract's 1e-9), and correctly rounded, so an F1 that is
 exactly 0.75 is 0.75 and passes the ``>= 0.75`` threshold. The reference's three-step
 arithmetic gives 0.7499999999999999 for, e.g., 3 common tokens out of 3 and 5, which would
-deny the credit the spec intends. The LCS runs in C (rapidfuzz's bit-parallel LCSseq)
+deny the credit the contract intends. The LCS runs in C (rapidfuzz's bit-parallel LCSseq)
 instead of the reference's Python dynamic programme.
 
 >>> round(rouge_l_f1("geforce rtx 5090 rog", "geforce gtx 5090 rog"), 4)

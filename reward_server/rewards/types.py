@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 
 class Action(NamedTuple):
-    """A shopping action (REWARD_SPEC section 1). ``name``/``text`` are "" when absent."""
+    """A shopping action (REWARD_CONTRACT.md §1). ``name``/``text`` are "" when absent."""
 
     type: str
     name: str = ""
@@ -45,7 +45,7 @@ class FormatFailure(NamedTuple):
 
 
 class ActionReward(NamedTuple):
-    """The three parts of the hierarchical action reward (REWARD_SPEC section 3)."""
+    """The three parts of the hierarchical action reward (REWARD_CONTRACT.md §3)."""
 
     type: float
     attribute: float
@@ -57,7 +57,7 @@ class ActionReward(NamedTuple):
 
 
 class RewardBreakdown(NamedTuple):
-    """Every component of one item's reward (REWARD_SPEC section 5), and its parse outcome.
+    """Every component of one item's reward (REWARD_CONTRACT.md §5), and its parse outcome.
 
     The outcome is stored flat (strings, numbers and an exact tuple): a batch keeps one of
     these per item, and CPython's collector re-walks every surviving tuple *subclass* at

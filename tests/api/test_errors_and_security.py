@@ -1,4 +1,4 @@
-"""Error model, limits and auth over a real server (issue 4 items 6-7)."""
+"""Error model, limits and auth over a real server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The service with the embedded SmolLM2 scoring model, over a real uvicorn process:
-self-certainty in responses (REWARD_SPEC §4-5), 429 / 503 / 504 from the scorer queue."""
+self-certainty in responses (REWARD_CONTRACT.md §4-5), 429 / 503 / 504 from the scorer queue."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_self_certainty_is_computed_and_added_with_alpha(model_server) -> None:
     assert result["certainty"]["reason"] == "no_prompt"
     assert first["certainty"]["approximate"] is False and first["certainty"]["reason"] is None
 
-    # An item's value does not depend on its batch mates (spec §4; house habit 4).
+    # An item's value does not depend on its batch mates (REWARD_CONTRACT.md §4).
     alone = httpx.post(model_server.url + "/v1/rewards", json={"items": [ITEMS[1]]},
                        timeout=300).json()["results"][0]["components"]["self_certainty"]
     assert alone == pytest.approx(second["components"]["self_certainty"], rel=1e-4)

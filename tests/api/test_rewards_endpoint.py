@@ -1,4 +1,4 @@
-"""POST /v1/rewards and /v1/evaluate against a real uvicorn process (REWARD_SPEC §2-§6)."""
+"""POST /v1/rewards and /v1/evaluate against a real uvicorn process (REWARD_CONTRACT.md §2-§6)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_scores_every_item_in_order_with_components(rules_server) -> None:
         "format": 0.5, "type": 0.3, "attribute": 0.2, "value": 1000.0, "self_certainty": None
     }
     assert results[0]["score"] == 1.0
-    # A badly formed completion is a score with a reason, never an HTTP error (spec §2).
+    # A badly formed completion is a score with a reason, never an HTTP error (§2).
     assert results[2]["format_ok"] is False
     assert results[2]["format_error"]["reason"] == "not_json"
     assert results[3]["action"]["type"] == "terminate"

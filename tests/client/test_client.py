@@ -33,7 +33,7 @@ def answer(rationale: str, action: dict) -> str:
 CLICK = {"type": "click", "name": "refinements.customer_reviews"}
 SEARCH = {"type": "type_and_submit", "name": "search_input", "text": "geforce gtx 5090 rog"}
 TERMINATE = {"type": "terminate"}
-CASES = [  # (action, ground truth, expected reward): REWARD_SPEC section 7
+CASES = [  # (action, ground truth, expected reward): REWARD_CONTRACT.md §7
     (CLICK, CLICK, 1001.0),
     ({"type": "click", "name": "add_to_cart.buy_now"}, CLICK, 1.0),
     ({**SEARCH, "text": "gaming laptop"}, SEARCH, 1.1),

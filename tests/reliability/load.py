@@ -1,4 +1,4 @@
-"""Load proof (issue 6 item 1): a real server process on 127.0.0.1, every answer checked.
+"""Load proof: a real server process on 127.0.0.1, every answer checked.
 
 Phases (after a warm-up), against one ``shop-r1-reward serve`` process with the embedded
 SmolLM2 model loaded (``--model none`` where it is not installed):

@@ -1,4 +1,4 @@
-"""Auth and state-changing endpoints (issue 6 item 4): missing / wrong / prefix-of-correct
+"""Auth and state-changing endpoints: missing / wrong / prefix-of-correct
 keys refused everywhere but the probes; the comparison is constant-time; /v1/reload only
 with the key and only for directories under --reload-root."""
 

@@ -1,4 +1,4 @@
-"""Faults (issue 6 item 3): the scoring backend failing under a real uvicorn server.
+"""Faults: the scoring backend failing under a real uvicorn server.
 
 An exception, an out-of-memory error and a hang past the deadline must give per-item
 ``self_certainty: null`` with a reason while the rule rewards still return (or 503 with

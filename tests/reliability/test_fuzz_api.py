@@ -1,4 +1,4 @@
-"""Schemathesis over the service's own /openapi.json (issue 6 item 4), run with the
+"""Schemathesis over the service's own /openapi.json, run with the
 installed CLI (``schemathesis run``) against a real rules-only server process.
 
 CI: ``--max-examples 25`` per operation (about 700 generated cases, ~15 s);

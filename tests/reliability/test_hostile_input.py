@@ -1,4 +1,4 @@
-"""Hostile input (issue 6 item 4): the reward core under hypothesis and hand-made attacks,
+"""Hostile input: the reward core under hypothesis and hand-made attacks,
 the HTTP API under the same attacks as request bodies, and the body limit.
 
 Sizes are CI-sized; ``RELIABILITY_FULL=1`` raises the example counts (docs/RELIABILITY.md).

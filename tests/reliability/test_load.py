@@ -1,4 +1,4 @@
-"""Load proof, CI size (issue 6 items 1 and 6): the harness of
+"""Load proof, CI size: the harness of
 :mod:`tests.reliability.load` with ``CI_PLAN`` against a real server process.
 
 2,000 rules-only one-item requests from 256 connections, 20 batches of 1,024 items, and

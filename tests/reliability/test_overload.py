@@ -1,4 +1,4 @@
-"""Overload (issue 6 item 2): beyond the scorer queue's capacity the server answers 429
+"""Overload: beyond the scorer queue's capacity the server answers 429
 with Retry-After at once (not a growing queue, not a timeout), and the client's backoff
 then completes every item. A real server with the embedded model and --max-queue-items 8
 (skipped with a reason where the embedded model is not installed).

@@ -1,4 +1,4 @@
-"""Process faults (issue 6 item 3): SIGKILL mid-run and a restart on the same port; SIGTERM
+"""Process faults: SIGKILL mid-run and a restart on the same port; SIGTERM
 drains in-flight requests. Real ``shop-r1-reward serve`` processes on 127.0.0.1."""
 
 from __future__ import annotations

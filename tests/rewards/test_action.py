@@ -1,4 +1,4 @@
-"""Hierarchical action reward (REWARD_SPEC §3): type gating, presence vs blank, thresholded
+"""Hierarchical action reward (REWARD_CONTRACT.md §3): type gating, presence vs blank, thresholded
 similarity (>= not >), DARS."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The command line (issue 2 item 4): `score` and `eval` on a JSONL file, run in a
+"""The command line: `score` and `eval` on a JSONL file, run in a
 subprocess as a user would."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reward configuration (issue 2 "Configuration"): paper defaults, validation, a stable hash
+"""Reward configuration: paper defaults, validation, a stable hash
 that changes with any field, overrides and profiles."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FLOAT_FIELDS = [
 
 
 def test_paper_profile_defaults() -> None:
-    """Every number of REWARD_SPEC §2-§4 is the default."""
+    """Every number of REWARD_CONTRACT.md §2-§4 is the default."""
     config = RewardConfig()
     assert config == PROFILES["paper"]
     assert (

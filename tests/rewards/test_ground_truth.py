@@ -1,4 +1,4 @@
-"""Ground truths (REWARD_SPEC §1 and issue 2 "Bad input"): an object or its JSON string, an
+"""Ground truths (REWARD_CONTRACT.md §1): an object or its JSON string, an
 action or a whole answer {"rationale", "action"}; each bad shape raises GroundTruthError
 naming the field."""
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics (REWARD_SPEC §6), with expected values computed by hand."""
+"""Evaluation metrics (REWARD_CONTRACT.md §6), with expected values computed by hand."""
 
 from __future__ import annotations
 

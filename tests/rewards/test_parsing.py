@@ -1,5 +1,5 @@
-"""Completion parsing (REWARD_SPEC §2): every format-failure reason, strict vs lenient, the
-length bound, and the exact rationale span (REWARD_SPEC §4: the characters inside the
+"""Completion parsing (REWARD_CONTRACT.md §2): every format-failure reason, strict vs lenient, the
+length bound, and the exact rationale span (REWARD_CONTRACT.md §4: the characters inside the
 quotes of the rationale's string value)."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ FAILURES = [
 
 @pytest.mark.parametrize(("text", "expected"), FAILURES)
 def test_strict_failure_reason(text: str, expected: str) -> None:
-    """REWARD_SPEC §2: each malformed completion fails with its machine-readable reason."""
+    """REWARD_CONTRACT.md §2: each malformed completion fails with its machine-readable reason."""
     assert reason(text) == expected
 
 
@@ -122,7 +122,7 @@ def test_every_reason_is_covered() -> None:
 
 
 def test_too_long_bound_is_inclusive_of_max() -> None:
-    """REWARD_SPEC §2: longer than the bound -> too_long; exactly the bound is parsed."""
+    """REWARD_CONTRACT.md §2: longer than the bound -> too_long; exactly the bound is parsed."""
     text = '{"rationale": "I leave.", "action": {"type": "terminate"}}'
     assert isinstance(parse_completion(text, "strict", len(text)), ParsedCompletion)
     assert reason(text, "strict", len(text) - 1) == "too_long"
@@ -153,7 +153,7 @@ def test_strict_accepts_surrounding_whitespace_and_any_key_order() -> None:
 
 
 def test_missing_or_empty_name_text_is_not_a_format_failure() -> None:
-    """REWARD_SPEC §2: a missing/empty name or text only forfeits credit."""
+    """REWARD_CONTRACT.md §2: a missing/empty name or text only forfeits credit."""
     assert ok('{"rationale": "x", "action": {"type": "click"}}').action == Action("click")
     assert ok('{"rationale": "x", "action": {"type": "click", "name": ""}}').action.name == ""
     tas = ok('{"rationale": "x", "action": {"type": "type_and_submit", "name": " "}}').action
@@ -226,7 +226,7 @@ def assert_span(text: str, parsed: ParsedCompletion, raw_inside_quotes: str) -> 
     ],
 )
 def test_rationale_span_is_exactly_inside_the_quotes(raw: str) -> None:
-    """REWARD_SPEC §4: the span covers the string value's characters, not key or quotes."""
+    """REWARD_CONTRACT.md §4: the span covers the string value's characters, not key or quotes."""
     for prefix, between in (("", " "), ("  \n ", "  "), ("\t", "")):
         text = (
             f'{prefix}{{"action": {{"type": "terminate"}},{between}"rationale":{between}"{raw}"}}'

@@ -1,4 +1,4 @@
-"""The native-code path of strict parsing agrees with the reference walker (spec §2).
+"""The native-code path of strict parsing agrees with the reference walker (REWARD_CONTRACT.md §2).
 
 Whatever the fast path decides (an action with its rationale span, or a failure reason
 with its detail) must be exactly what the key-by-key walker decides; everything it leaves

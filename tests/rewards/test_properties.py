@@ -1,6 +1,6 @@
-"""Property tests (issue 2 "What must be shown"): ROUGE-L equals rouge-score on arbitrary
+"""Property tests: ROUGE-L equals rouge-score on arbitrary
 unicode; scoring never raises on arbitrary text or arbitrary JSON, returns finite values
-within the bounds REWARD_SPEC §3/§5 imply, and is deterministic. Plus explicit hostile
+within the bounds REWARD_CONTRACT.md §3/§5 imply, and is deterministic. Plus explicit hostile
 inputs."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def reference(prediction: str, target: str) -> float:
 @SETTINGS
 @given(SIM_TEXT, SIM_TEXT)
 def test_rouge_l_matches_rouge_score(prediction: str, target: str) -> None:
-    """REWARD_SPEC §3: agree with RougeScorer(["rougeL"]) to 1e-9 on any input."""
+    """REWARD_CONTRACT.md §3: agree with RougeScorer(["rougeL"]) to 1e-9 on any input."""
     got = rouge_l_f1(prediction, target)
     assert abs(got - reference(prediction, target)) <= 1e-9
     assert 0.0 <= got <= 1.0

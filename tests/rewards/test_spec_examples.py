@@ -1,4 +1,4 @@
-"""Every worked example of REWARD_SPEC §7 (paper profile, no self-certainty): exact reward
+"""Every worked example of REWARD_CONTRACT.md §7 (paper profile, no self-certainty): exact reward
 and parts (format/type/attribute/value), plus the derived score of §5."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ CONFIG = RewardConfig()
 RATIONALE = "I want a graphics card, so I search for the one I have in mind."
 
 
-def C(rationale: str, action: dict) -> str:  # the spec's name for it
+def C(rationale: str, action: dict) -> str:  # the contract's name for it
     return json.dumps({"rationale": rationale, "action": action})
 
 
@@ -79,7 +79,7 @@ WORKED = [
 
 @pytest.mark.parametrize(("action", "truth", "reward", "parts"), WORKED)
 def test_worked_example(action: dict, truth: dict, reward: float, parts: tuple) -> None:
-    """REWARD_SPEC §7, one row each."""
+    """REWARD_CONTRACT.md §7, one row each."""
     gt = parse_ground_truth(truth)
     result = score_completion(C(RATIONALE, action), gt, CONFIG)
     assert result.format_ok
@@ -127,7 +127,7 @@ def test_worked_examples_that_are_exact_floats() -> None:
     ],
 )
 def test_worked_example_format_failures(completion: str) -> None:
-    """REWARD_SPEC §7 last two rows: reward 0, every part 0, a failure reason reported."""
+    """REWARD_CONTRACT.md §7 last two rows: reward 0, every part 0, a failure reason reported."""
     result = score_completion(completion, parse_ground_truth(TERMINATE), CONFIG)
     assert not result.format_ok
     assert (
@@ -152,7 +152,7 @@ def test_fenced_is_not_json_and_extra_key_is_extra_keys() -> None:
 
 
 def test_best_attainable_rewards() -> None:
-    """REWARD_SPEC §3: terminate 0.8, click 1001.0, type_and_submit 1001.1."""
+    """REWARD_CONTRACT.md §3: terminate 0.8, click 1001.0, type_and_submit 1001.1."""
     assert CONFIG.best_for("terminate") == pytest.approx(0.8, abs=1e-12)
     assert CONFIG.best_for("click") == pytest.approx(1001.0, abs=1e-12)
     assert CONFIG.best_for("type_and_submit") == pytest.approx(1001.1, abs=1e-12)
@@ -166,7 +166,7 @@ def test_best_attainable_rewards() -> None:
 
 
 def test_self_certainty_adds_alpha_times_s_and_not_to_score() -> None:
-    """REWARD_SPEC §4/§5: reward += alpha * s; score excludes it; a failure gets nothing."""
+    """REWARD_CONTRACT.md §4/§5: reward += alpha * s; score excludes it; a failure gets nothing."""
     gt = parse_ground_truth(TERMINATE)
     result = score_completion(C("I leave.", TERMINATE), gt, CONFIG, self_certainty=4.0)
     assert result.reward == pytest.approx(0.8 + 0.005 * 4.0, abs=1e-12)
