@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import re
 import weakref
-from bisect import bisect_left
 from collections import Counter as Counter_
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -26,6 +28,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from reward_contract import RULE_COMPONENTS
+from reward_server.batched_histogram import BatchedHistogram
 from reward_server.certainty.types import BatchStats
 from reward_server.results import ItemResult
 from reward_server.rewards import Action
@@ -47,17 +51,17 @@ REQUEST_ITEMS = Histogram(
 IN_FLIGHT = Gauge(
     "reward_in_flight_requests", "requests being served", multiprocess_mode="livesum"
 )
-COMPONENT_VALUE = Histogram(
+COMPONENT_VALUE = BatchedHistogram(
     "reward_component_value",
     "per-item reward components (format, type, attribute, value, reward)",
     ["component"],
     buckets=COMPONENT_BUCKETS,
 )
-SCORE_VALUE = Histogram(
+SCORE_VALUE = BatchedHistogram(
     "reward_score_value", "per-item normalised score in [0, 1]",
     buckets=(0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.99, 1),
 )
-CERTAINTY_VALUE = Histogram(
+CERTAINTY_VALUE = BatchedHistogram(
     "reward_self_certainty_value", "per-item self-certainty s", buckets=CERTAINTY_BUCKETS
 )
 CERTAINTY_NULL = Counter(
@@ -90,52 +94,6 @@ TOKENS_PER_SECOND = Gauge(
 )
 
 
-def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
-    """``histogram.observe`` for every value, with one update per bucket touched.
-
-    ``Histogram.observe`` scans the bucket bounds in Python and takes a lock per call;
-    this finds each value's bucket by bisection (the first bound >= value, as ``observe``
-    does), counts per bucket, and adds the counts and the sum through the child's bucket
-    and sum values, falling back to ``observe`` if those internals are absent in another
-    prometheus-client version.
-    """
-    parts = _histogram_parts(histogram)
-    if parts is None:
-        for value in values:
-            histogram.observe(value)
-        return
-    buckets, bounds, total = parts
-    if not values:
-        return
-    if len(values) == 1:
-        buckets[bisect_left(bounds, values[0])].inc(1)
-        total.inc(values[0])
-        return
-    # Counted by value first (in C): components take few distinct values in a batch.
-    per_bucket: Counter_[int] = Counter_()
-    for value, count in Counter_(values).items():
-        per_bucket[bisect_left(bounds, value)] += count
-    for index, count in per_bucket.items():
-        buckets[index].inc(count)
-    total.inc(math.fsum(values))
-
-
-_HISTOGRAM_INTERNALS = ("_buckets", "_upper_bounds", "_sum")
-# Metric objects hash by identity, and the histograms here live as long as the process.
-_parts: dict[Histogram, tuple[Any, Any, Any] | None] = {}
-
-
-def _histogram_parts(histogram: Histogram) -> tuple[Any, Any, Any] | None:
-    """(bucket values, upper bounds, sum value) of a histogram child, read once."""
-    if histogram not in _parts:
-        found = tuple(getattr(histogram, name, None) for name in _HISTOGRAM_INTERNALS)
-        parts = None if any(part is None for part in found) else found
-        _parts[histogram] = parts  # type: ignore[assignment]
-    return _parts[histogram]
-
-
-_COMPONENTS = ("format", "type", "attribute", "value")
-
 _children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
 
@@ -158,7 +116,7 @@ class _Pending:
         self.type_pairs: Counter_[tuple[str, str]] = Counter_()
         self.nulls: Counter_[str] = Counter_()
         self.components: dict[str, list[float]] = {
-            name: [] for name in (*_COMPONENTS, "reward")
+            name: [] for name in (*RULE_COMPONENTS, "reward")
         }
         self.scores: list[float] = []
         self.certainties: list[float] = []
@@ -184,7 +142,7 @@ class Telemetry:
     def observe_results(self, results: Sequence[ItemResult], truths: Sequence[Action]) -> None:
         pending = self._pending
         components = pending.components
-        formats, types, attributes, values = (components[name] for name in _COMPONENTS)
+        formats, types, attributes, values = (components[name] for name in RULE_COMPONENTS)
         rewards, scores, certainties = components["reward"], pending.scores, pending.certainties
         for result, truth in zip(results, truths, strict=True):
             breakdown = result.breakdown
@@ -235,9 +193,9 @@ class Telemetry:
         for reason, count in pending.nulls.items():
             child(CERTAINTY_NULL, reason).inc(count)
         for name, observed in pending.components.items():
-            observe_many(child(COMPONENT_VALUE, name), observed)
-        observe_many(SCORE_VALUE, pending.scores)
-        observe_many(CERTAINTY_VALUE, pending.certainties)
+            COMPONENT_VALUE.labels(name).observe_many(observed)
+        SCORE_VALUE.observe_many(pending.scores)
+        CERTAINTY_VALUE.observe_many(pending.certainties)
 
     def on_batch(self, stats: BatchStats) -> None:
         BATCH_ITEMS.observe(stats.items)
@@ -260,11 +218,42 @@ def flush_all() -> None:
         telemetry.flush()
 
 
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def forget_dead_workers(multiprocess_dir: str) -> list[int]:
+    """Drop the live gauges (``livesum``, ...) of worker processes that no longer exist.
+
+    A worker killed mid-request never decrements its in-flight gauge; prometheus_client
+    leaves ``mark_process_dead`` to whoever notices the death. Returns the pids dropped.
+    """
+    dead = set()
+    for path in Path(multiprocess_dir).glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match and not _process_exists(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, multiprocess_dir)
+    return sorted(dead)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
 def render_metrics(multiprocess_dir: str | None) -> tuple[bytes, str]:
     """The exposition text of this process, or of every worker in multiprocess mode
-    (another worker's last observations appear within ``Telemetry.FLUSH_SECONDS``)."""
+    (another worker's last observations appear within ``Telemetry.FLUSH_SECONDS``; a
+    dead worker's live gauges are dropped first)."""
     flush_all()
     if multiprocess_dir:
+        forget_dead_workers(multiprocess_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
         return generate_latest(registry), CONTENT_TYPE_LATEST
