@@ -1,27 +1,42 @@
 """Reward configuration: the `paper` profile, validated overrides and a stable hash.
 
-Every number in docs/REWARD_CONTRACT.md is a field here. A :class:`RewardConfig` is immutable and
-validated on construction (finite numbers, non-negative weights, threshold in [0, 1],
-temperature > 0), so nothing downstream re-checks it.
+Every number in docs/REWARD_CONTRACT.md is a field here. A :class:`RewardConfig` is
+immutable and validated on construction (finite, bounded numbers: weights in [0, 1e6],
+threshold in [0, 1], temperature in [0.01, 100]), so nothing downstream re-checks it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
 from reward_contract import CertaintyKind
 
 ParseMode = Literal["strict", "lenient"]
 
+# Bounds that keep every reward finite: with each weight <= MAX_WEIGHT, similarities in
+# [0, 1] and |self-certainty| <= MAX_SELF_CERTAINTY, no sum or product can overflow.
+# No sampler runs below MIN_TEMPERATURE; dividing logits by less only pushes them
+# towards float32 overflow.
+MAX_WEIGHT = 1e6
+MAX_SELF_CERTAINTY = 1e6
+MIN_TEMPERATURE = 0.01
+MAX_COMPLETION_CHARS = 1_048_576
+
 
 class RewardConfig(BaseModel):
     """The reward design of REWARD_CONTRACT.md; defaults are the `paper` profile.
+
+    Every number is bounded (see ``MAX_WEIGHT``), so no configuration can make a reward
+    overflow to infinity.
 
     Best attainable rewards (REWARD_CONTRACT.md §3) follow from the weights:
     ``terminate = format + type``; ``click = format + type + click_name_presence + dars``;
@@ -30,26 +45,38 @@ class RewardConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format_weight: float = Field(0.5, ge=0, description="format reward (REWARD_CONTRACT.md §2)")
-    type_weight: float = Field(0.3, ge=0, description="action type reward (REWARD_CONTRACT.md §3)")
-    click_name_presence: float = Field(0.2, ge=0, description="click: name non-empty")
-    type_name_presence: float = Field(0.1, ge=0, description="type_and_submit: name non-empty")
-    type_text_presence: float = Field(0.1, ge=0, description="type_and_submit: text non-empty")
+    format_weight: float = Field(0.5, ge=0, le=MAX_WEIGHT, description="format reward (§2)")
+    type_weight: float = Field(0.3, ge=0, le=MAX_WEIGHT, description="action type reward (§3)")
+    click_name_presence: float = Field(
+        0.2, ge=0, le=MAX_WEIGHT, description="click: name non-empty"
+    )
+    type_name_presence: float = Field(
+        0.1, ge=0, le=MAX_WEIGHT, description="type_and_submit: name non-empty"
+    )
+    type_text_presence: float = Field(
+        0.1, ge=0, le=MAX_WEIGHT, description="type_and_submit: text non-empty"
+    )
     name_similarity_weight: float = Field(
-        0.1, ge=0, description="type_and_submit: weight of sim(name)"
+        0.1, ge=0, le=MAX_WEIGHT, description="type_and_submit: weight of sim(name)"
     )
     dars: float = Field(
-        1000.0, ge=0, description="difficulty-aware scale of the long-text similarity terms"
+        1000.0, ge=0, le=MAX_WEIGHT,
+        description="difficulty-aware scale of the long-text similarity terms",
     )
     similarity_threshold: float = Field(
         0.75, ge=0, le=1, description="a similarity term counts only when sim >= threshold"
     )
-    alpha: float = Field(0.005, ge=0, description="weight of the self-certainty reward")
+    alpha: float = Field(
+        0.005, ge=0, le=MAX_WEIGHT, description="weight of the self-certainty reward"
+    )
     certainty_kind: CertaintyKind = "kl_uniform"
-    temperature: float = Field(1.0, gt=0, le=100, description="logits temperature T")
+    temperature: float = Field(
+        1.0, ge=MIN_TEMPERATURE, le=100, description="logits temperature T"
+    )
     parse_mode: ParseMode = "strict"
     max_completion_chars: int = Field(
-        32_768, gt=0, le=10_000_000, description="longer completions fail format: too_long"
+        32_768, gt=0, le=MAX_COMPLETION_CHARS,
+        description="longer completions fail format: too_long",
     )
 
     @field_validator("*", mode="after")
@@ -127,45 +154,98 @@ def load_config(profile: str = "paper", path: str | None = None) -> RewardConfig
     return base.with_overrides(overrides)
 
 
-class ServerSettings(BaseModel):
-    """Settings of ``shop-r1-reward serve``: built once by the CLI (flags, then
-    ``SHOP_R1_*`` environment variables, then defaults) and passed down."""
+class ServerSettings(BaseSettings):
+    """Settings of ``shop-r1-reward serve``, from one model: command-line flags win over
+    ``SHOP_R1_<NAME>`` environment variables, which win over the defaults. Built once by
+    the entry point and passed down; nothing below it reads the environment."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="SHOP_R1_", frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
-    model: str = Field("embedded", description="'embedded', 'none' or a local model directory")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    host: str = Field(
+        "127.0.0.1", description="address to bind; any but a loopback address needs an API key"
+    )
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="worker processes")
+    model: str = Field(
+        "embedded",
+        description="'embedded', 'none' (rules only), a local model directory, or vllm:<model>",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     cache_dir: str = Field(
         "~/.cache/shop-r1-reward", description="where the de-quantised embedded model is cached"
     )
-    profile: str = "paper"
-    config_path: str | None = None
-    api_key: str | None = Field(None, repr=False)
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    max_items: int = Field(4096, gt=0)
-    default_timeout_seconds: float = Field(120.0, gt=0)
-    max_batch_tokens: int = Field(8192, gt=0)
-    max_queue_items: int = Field(4096, gt=0)
-    max_wait_ms: float = Field(5.0, ge=0)
-    max_items_per_batch: int = Field(64, gt=0)
-    on_certainty_failure: Literal["null", "error"] = "null"
+    profile: str = Field("paper", description="reward profile")
+    config_path: str | None = Field(None, description="JSON file of reward setting overrides")
+    api_key: str | None = Field(
+        None,
+        repr=False,
+        description="bearer key every route but the probes requires; prefer SHOP_R1_API_KEY"
+        " or --api-key-file: a value on the command line is visible to other users in ps",
+    )
+    api_key_file: str | None = Field(
+        None, description="file whose content (stripped) is the API key"
+    )
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest request body")
+    max_items: int = Field(4096, gt=0, description="most items in one request")
+    default_timeout_seconds: float = Field(
+        120.0, gt=0, description="deadline of a request without X-Request-Timeout"
+    )
+    max_batch_tokens: int = Field(8192, gt=0, description="tokens in one model batch")
+    max_queue_items: int = Field(4096, gt=0, description="items waiting for the model")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a model batch waits to fill")
+    max_items_per_batch: int = Field(64, gt=0, description="items in one model batch")
+    on_certainty_failure: Literal["null", "error"] = Field(
+        "null", description="a failed model: null self-certainty with a reason, or a 503"
+    )
     reload_root: str | None = Field(None, description="model reloads only from under this dir")
-    multiprocess_dir: str | None = None
-    graceful_shutdown_seconds: float = Field(30.0, ge=0)
-    log_level: str = "info"
+    # Set by the serve command for --workers > 1, never by a user.
+    multiprocess_dir: CliSuppress[str | None] = None
+    graceful_shutdown_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long in-flight requests may finish"
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="largest request line plus headers; more is answered 431",
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a connection must send its request headers within this"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest pause while a request body is being received"
+    )
+    keep_alive_seconds: int = Field(5, ge=1, description="idle keep-alive connections close")
+    max_connections: int | None = Field(
+        None, gt=0,
+        description="open connections per worker; at the limit a new one evicts the oldest"
+        " that has not sent its headers (default: 3/4 of the open-file limit)",
+    )
+    log_level: str = Field("info", description="uvicorn log level")
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> ServerSettings:
+        if self.api_key_file and not self.api_key:
+            key = Path(self.api_key_file).expanduser().read_text(encoding="utf-8").strip()
+            if not key:
+                raise ValueError(f"api_key_file {self.api_key_file!r} is empty")
+            object.__setattr__(self, "api_key", key)
+        return self
 
     @property
     def loopback_only(self) -> bool:
-        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+        """Whether ``host`` is a loopback address (``localhost`` or an IP literal in
+        127.0.0.0/8 or ::1); a name that merely starts with "127." is not."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def check(self) -> ServerSettings:
         """Refuse settings that would expose an unauthenticated service."""
         if not self.loopback_only and not self.api_key:
             raise ValueError(
-                f"binding {self.host!r} (not loopback) requires an API key: "
-                "pass --api-key or set SHOP_R1_API_KEY"
+                f"binding {self.host!r} (not loopback) requires an API key: set "
+                "SHOP_R1_API_KEY, or pass --api-key-file (or --api-key)"
             )
         return self

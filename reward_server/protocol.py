@@ -9,16 +9,55 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    create_model,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from reward_contract import ActionType, CertaintyKind, CertaintySource
-from reward_server.config import ParseMode
+from reward_contract import ActionType, CertaintySource
+from reward_server.config import MAX_SELF_CERTAINTY, RewardConfig
 from reward_server.rewards.errors import GroundTruthError
 from reward_server.rewards.parsing import parse_ground_truth
 from reward_server.rewards.types import Action
 
-ItemId = Annotated[str, Field(max_length=256)] | int
+MAX_ID_CHARS = 256
+
+
+def _item_id(value: Any) -> str | int:
+    """A client's id, echoed back exactly: a string of at most ``MAX_ID_CHARS``
+    characters, or an integer that fits in 64 bits (JSON encoders and most clients stop
+    there; a larger one can travel as a string). ``true`` is not the id 1."""
+    if type(value) is str:
+        if len(value) > MAX_ID_CHARS:
+            raise PydanticCustomError(
+                "item_id", "a string id has at most {limit} characters", {"limit": MAX_ID_CHARS}
+            )
+        return value
+    if type(value) is int:
+        if not -(2**63) <= value < 2**64:
+            raise PydanticCustomError(
+                "item_id", "an integer id must fit in 64 bits; send a larger one as a string"
+            )
+        return value
+    raise PydanticCustomError(
+        "item_id", "an id is a string or an integer, not {kind}", {"kind": type(value).__name__}
+    )
+
+
+ItemId = Annotated[str | int, PlainValidator(_item_id, json_schema_input_type=str | int)]
+# No tokenizer has ids this large; a bigger one is a client bug, refused at validation.
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+# Bounds on what a client sends beside the completion, far above any model's context
+# (the scorer refuses items over the context before tokenising them): they cap the work
+# and memory one item can ask for.
+MAX_TOKEN_IDS = 131_072
+MAX_PROMPT_CHARS = 1_048_576
+MAX_PROMPT_MESSAGES = 1024
 
 
 class _Strict(BaseModel):
@@ -33,28 +72,26 @@ class ActionModel(_Strict):
 
 class ChatMessage(_Strict):
     role: Annotated[str, Field(min_length=1, max_length=64)]
-    content: str
+    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
-class ConfigOverrides(_Strict):
-    """Per-request reward settings; each is bounded like :class:`RewardConfig`."""
+def _overrides_model() -> type[BaseModel]:
+    """Every :class:`RewardConfig` field, optional, with the same bounds: a request can
+    override any setting and nothing beyond what a config file could set."""
+    fields: dict[str, Any] = {}
+    for name, info in RewardConfig.model_fields.items():
+        bounded = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        fields[name] = (bounded | None, Field(None, description=info.description))
+    return create_model("ConfigOverrides", __base__=_Strict, **fields)
 
-    format_weight: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    type_weight: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    click_name_presence: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    type_name_presence: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    type_text_presence: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    name_similarity_weight: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    dars: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    similarity_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
-    alpha: Annotated[float, Field(ge=0, le=1e6)] | None = None
-    certainty_kind: CertaintyKind | None = None
-    temperature: Annotated[float, Field(gt=0, le=100)] | None = None
-    parse_mode: ParseMode | None = None
-    max_completion_chars: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+ConfigOverrides = _overrides_model()
+ConfigOverrides.__doc__ = "Per-request reward settings; each is bounded like RewardConfig's."
+
+
+def overrides_dict(overrides: BaseModel) -> dict[str, Any]:
+    """The settings a :data:`ConfigOverrides` actually sets."""
+    return overrides.model_dump(exclude_none=True)
 
 
 def _ground_truth(value: Any) -> Action:
@@ -85,13 +122,20 @@ class _LabelledCompletion(_Strict):
 class RewardItem(_LabelledCompletion):
     """One completion and its ground truth (REWARD_CONTRACT.md §1)."""
 
-    prompt: str | list[ChatMessage] | None = Field(
+    prompt: (
+        Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+        | Annotated[list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES)]
+        | None
+    ) = Field(
         None, description="templated prompt text, or chat messages (the model's template is used)"
     )
-    prompt_ids: list[Annotated[int, Field(ge=0)]] | None = None
-    completion_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    prompt_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
+    completion_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
     self_certainty: float | None = Field(
-        None, description="the trainer's own value, used when self_certainty_source='provided'"
+        None,
+        ge=-MAX_SELF_CERTAINTY,
+        le=MAX_SELF_CERTAINTY,
+        description="the trainer's own value, used when self_certainty_source='provided'",
     )
 
     @field_validator("self_certainty")
@@ -109,7 +153,7 @@ MAX_ITEMS_CEILING = 65_536
 
 class RewardRequest(_Strict):
     items: list[RewardItem] = Field(max_length=MAX_ITEMS_CEILING)
-    config: ConfigOverrides | None = None
+    config: ConfigOverrides | None = None  # type: ignore[valid-type]
     self_certainty_source: CertaintySource | None = Field(
         None, description="`model` (served model), `provided` (item.self_certainty) or `none`;"
         " default: `model` when the server has a model, else `none`",
@@ -172,7 +216,7 @@ class EvaluateItem(_LabelledCompletion):
 
 class EvaluateRequest(_Strict):
     items: list[EvaluateItem] = Field(max_length=MAX_ITEMS_CEILING)
-    config: ConfigOverrides | None = None
+    config: ConfigOverrides | None = None  # type: ignore[valid-type]
 
 
 class OpenRLHFRequest(BaseModel):

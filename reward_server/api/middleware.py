@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics, bearer-key auth, request body limit.
+"""Pure ASGI middleware: request metrics, an answer for cancelled requests, bearer-key
+auth, request body limit.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming bodies are counted as they arrive and a
 body over the limit is refused before it is read whole.
@@ -6,6 +7,8 @@ body over the limit is refused before it is read whole.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -44,7 +47,41 @@ class MetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             latency = telemetry.child(telemetry.REQUEST_SECONDS, label, str(status))
-            telemetry.observe_many(latency, (time.perf_counter() - started,))
+            latency.observe(time.perf_counter() - started)
+
+
+class CancelledRequestMiddleware:
+    """A request the server cancels before answering it (its graceful-shutdown time ran
+    out) gets a 503 in the one error shape with Retry-After, so the client knows to retry
+    elsewhere or later, instead of uvicorn's plain-text 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not started:
+                response = error_response(
+                    503, "shutting_down",
+                    "the server stopped before this request finished; retry it",
+                    retry_after=1,
+                )
+                with contextlib.suppress(Exception):  # the client may be gone already
+                    await response(scope, receive, send)
+            raise
 
 
 def _digest(value: bytes) -> bytes:

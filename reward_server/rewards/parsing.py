@@ -377,22 +377,49 @@ def _check_top(top: dict[str, Any], strict: bool) -> tuple[str, Action]:
     return rationale, _check_action(top["action"], strict)
 
 
+# A shopper's element name or query is tens of characters; these bounds keep the cost of
+# a label (its JSON decoding, its share of each similarity) small whatever a client sends.
+MAX_GROUND_TRUTH_FIELD_CHARS = 4096
+MAX_GROUND_TRUTH_JSON_CHARS = 65_536
+# Label strings repeat across a GRPO group: short ones are decoded once and remembered.
+_CACHED_GROUND_TRUTH_CHARS = 1024
+
+
 def parse_ground_truth(value: Any) -> Action:
     """The ground-truth action from an object or its JSON string (REWARD_CONTRACT.md §1).
 
     Accepted: ``{"type", "name"?, "text"?}`` or a whole answer ``{"rationale"?, "action"}``.
-    A click needs a non-blank ``name``; a type_and_submit a non-blank ``name`` and ``text``.
+    A click needs a non-blank ``name``; a type_and_submit a non-blank ``name`` and ``text``;
+    ``name`` and ``text`` have at most ``MAX_GROUND_TRUTH_FIELD_CHARS`` characters, a JSON
+    string at most ``MAX_GROUND_TRUTH_JSON_CHARS`` (checked before it is decoded).
     Raises :class:`GroundTruthError` naming the field otherwise.
     """
     if type(value) is dict:
-        well_formed = _well_formed_truth(value)
-        if well_formed is not None:
-            return well_formed
+        action = _well_formed_truth(value) or _ground_truth_from_object(value)
     elif isinstance(value, Action):
-        return value
+        action = value
     elif isinstance(value, str):
-        return _parse_ground_truth_text(value)
-    return _ground_truth_from_object(value)
+        if len(value) > MAX_GROUND_TRUTH_JSON_CHARS:
+            raise GroundTruthError(
+                "ground_truth",
+                f"{len(value)} characters > limit {MAX_GROUND_TRUTH_JSON_CHARS}",
+            )
+        if len(value) <= _CACHED_GROUND_TRUTH_CHARS:
+            return _parse_short_ground_truth_text(value)
+        action = _parse_ground_truth_text(value)
+    else:
+        action = _ground_truth_from_object(value)
+    return _check_field_lengths(action)
+
+
+def _check_field_lengths(action: Action) -> Action:
+    for field, value in (("name", action.name), ("text", action.text)):
+        if len(value) > MAX_GROUND_TRUTH_FIELD_CHARS:
+            raise GroundTruthError(
+                f"ground_truth.{field}",
+                f"{len(value)} characters > limit {MAX_GROUND_TRUTH_FIELD_CHARS}",
+            )
+    return action
 
 
 _TERMINATE = Action("terminate")
@@ -423,13 +450,17 @@ def _well_formed_truth(value: dict[str, Any]) -> Action | None:
     return None
 
 
-@lru_cache(maxsize=16_384)
 def _parse_ground_truth_text(text: str) -> Action:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
         raise GroundTruthError("ground_truth", "a string ground truth must be JSON") from None
     return _ground_truth_from_object(value)
+
+
+@lru_cache(maxsize=16_384)  # keys of at most 1,024 characters: tens of MB at worst
+def _parse_short_ground_truth_text(text: str) -> Action:
+    return _check_field_lengths(_parse_ground_truth_text(text))
 
 
 def _ground_truth_from_object(value: Any) -> Action:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
-from reward_server.config import RewardConfig
+from reward_server.config import MAX_COMPLETION_CHARS, RewardConfig
 from reward_server.rewards import (
     Action,
     FormatFailure,
@@ -23,11 +23,12 @@ from reward_server.rewards import (
     rouge_l_f1,
     score_completion,
 )
+from reward_server.rewards.parsing import MAX_GROUND_TRUTH_FIELD_CHARS
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"])
 PAPER = RewardConfig()
 LENIENT = RewardConfig(parse_mode="lenient")
-BIG = RewardConfig(max_completion_chars=10_000_000)
+BIG = RewardConfig(max_completion_chars=MAX_COMPLETION_CHARS)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 EDGE_CHARS = list("İıßẞǅﬁ²①٣0123456789aZz.,;:!?-_'\"/\\ \t\n\r\u00a0\u2028\u200bé中😀Ω")
@@ -297,14 +298,20 @@ def test_huge_integer_is_a_format_failure() -> None:
         assert outcome.reason in {"not_json", "not_object", "bad_rationale"}
 
 
-def test_one_megabyte_values_score_correctly() -> None:
-    text = "usb c cable " * 90_000
+def test_values_at_the_limits_score_correctly() -> None:
+    """A completion of almost MAX_COMPLETION_CHARS and a ground truth at its field limit."""
+    longest_truth = ("usb c cable " * 400)[:MAX_GROUND_TRUTH_FIELD_CHARS]
+    exact = json.dumps(
+        {"rationale": "I search.",
+         "action": {"type": "type_and_submit", "name": "q", "text": longest_truth}}
+    )
+    gt = Action("type_and_submit", "q", longest_truth)
+    assert score_completion(exact, gt, BIG).reward == pytest.approx(1001.1, abs=1e-9)
+    text = "usb c cable " * 87_000
     completion = json.dumps(
         {"rationale": "I search.", "action": {"type": "type_and_submit", "name": "q", "text": text}}
     )
-    gt = Action("type_and_submit", "q", text)
-    result = score_completion(completion, gt, BIG)
-    assert result.reward == pytest.approx(1001.1, abs=1e-9)
+    assert MAX_COMPLETION_CHARS - 10_000 < len(completion) <= MAX_COMPLETION_CHARS
     far = score_completion(completion, Action("type_and_submit", "q", "usb c cable"), BIG)
     assert far.value == pytest.approx(0.1, abs=1e-12)  # sim tiny -> below threshold
 
