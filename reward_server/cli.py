@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
+from reward_server import __version__
 from reward_server.config import RewardConfig, load_config
 from reward_server.protocol import RewardItem, describe_validation_error
 from reward_server.results import NO_CERTAINTY, PROVIDED, ItemResult, json_bytes, result_dict
@@ -143,6 +144,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shop-r1-reward", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     score = commands.add_parser("score", help="score a JSONL file of completions")

@@ -25,6 +25,7 @@ from reward_server.protocol import (
     EvaluateRequest,
     RewardItem,
     RewardRequest,
+    overrides_dict,
 )
 from reward_server.results import (
     FORMAT_FAILURE_CERTAINTY,
@@ -50,13 +51,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Batches at least this large are parsed in a worker thread so that one big request
-# cannot stall the event loop (and with it every other connection's latency). Below it the
-# parse takes under ~10 ms, less than validating the same body (also on the loop), and the
-# thread hop is not free: under load its GIL hand-offs cost 256-item batches about 30% of
-# their throughput (bench_http, batch_256: 0.55-0.57 of the ceiling offloaded at 128 items,
-# 0.77-0.81 inline).
+# Rules for a batch this large (items, or characters of completion text) run in a worker
+# thread, so that one big request cannot stall the event loop and with it every other
+# connection, the probes and /metrics. Below both bounds they take a few milliseconds at
+# most, less than validating the same body (also on the loop), and the thread hop is not
+# free: under load its GIL hand-offs cost 256-item batches about 30% of their throughput
+# (bench_http, batch_256: 0.55-0.57 of the ceiling offloaded at 128 items, 0.77-0.81 inline).
 RULES_OFFLOAD_ITEMS = 1024
+RULES_OFFLOAD_CHARS = 256 * 1024
+_Result = TypeVar("_Result")
+
+
+def rules_are_heavy(items: Sequence[RewardItem | EvaluateItem]) -> bool:
+    """Whether the rules of ``items`` belong off the event loop (see the bounds above)."""
+    if len(items) >= RULES_OFFLOAD_ITEMS:
+        return True
+    return sum(len(item.completion) for item in items) >= RULES_OFFLOAD_CHARS
+
+
+async def _run_rules(heavy: bool, func: Callable[..., _Result], *args: object) -> _Result:
+    return await asyncio.to_thread(func, *args) if heavy else func(*args)
 
 
 class InvalidRequest(ValueError):
@@ -96,7 +110,7 @@ def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> R
     """``base`` with a request's overrides applied (validated, cached per distinct set)."""
     if overrides is None:
         return base
-    values = overrides.as_dict()
+    values = overrides_dict(overrides)
     if not values:
         return base
     try:
@@ -163,10 +177,8 @@ class RewardService:
         source = request.self_certainty_source or self.default_source
         items = request.items
         self._check_source(items, source)
-        if len(items) >= RULES_OFFLOAD_ITEMS:
-            outcomes = await asyncio.to_thread(_parse_all, items, config)
-        else:
-            outcomes = _parse_all(items, config)
+        heavy = rules_are_heavy(items)
+        outcomes = await _run_rules(heavy, _parse_all, items, config)
         rules_seconds = time.perf_counter() - started
 
         certainties: list[Certainty]
@@ -187,7 +199,9 @@ class RewardService:
 
         truths = [item.ground_truth for item in items]
         # A failed format composes to 0 with no certainty term (REWARD_CONTRACT.md §5).
-        breakdowns = compose_batch(outcomes, truths, config, values)
+        composing = time.perf_counter()
+        breakdowns = await _run_rules(heavy, compose_batch, outcomes, truths, config, values)
+        rules_seconds += time.perf_counter() - composing
         results = [
             ItemResult(index, item.id, breakdown, info)
             for index, (item, breakdown, info) in enumerate(
@@ -230,17 +244,20 @@ class RewardService:
         """(certainty, value) per item, plus the slowest item's queue and forward seconds."""
         assert self.scorer is not None
         wanted = [i for i, outcome in enumerate(outcomes) if type(outcome) is not FormatFailure]
-        requests = [
-            CertaintyRequest(
-                completion_text=items[i].completion,
-                rationale_span=outcomes[i][4],  # type: ignore[arg-type]
-                completion_ids=tuple(items[i].completion_ids) if items[i].completion_ids else None,
-                kind=config.certainty_kind,
-                temperature=config.temperature,
-                **_prompt_fields(items[i]),  # type: ignore[arg-type]
+        requests = []
+        for i in wanted:
+            _rationale, _type, _name, _text, span = outcomes[i]  # type: ignore[misc]
+            ids = items[i].completion_ids
+            requests.append(
+                CertaintyRequest(
+                    completion_text=items[i].completion,
+                    rationale_span=span,
+                    completion_ids=tuple(ids) if ids else None,
+                    kind=config.certainty_kind,
+                    temperature=config.temperature,
+                    **_prompt_fields(items[i]),  # type: ignore[arg-type]
+                )
             )
-            for i in wanted
-        ]
         measured: list[CertaintyResult]
         try:
             measured = await self.scorer.score(requests, deadline) if requests else []
@@ -273,8 +290,10 @@ class RewardService:
     async def evaluate(self, request: EvaluateRequest) -> EvalMetrics:
         """Section-6 metrics over a posted batch."""
         config = effective_config(self.config, request.config)
-        outcomes = _parse_all(request.items, config, parse_completion)
-        truths = [item.ground_truth for item in request.items]
-        pairs = list(zip(outcomes, truths, strict=True))
+        items = request.items
+        outcomes = await _run_rules(
+            rules_are_heavy(items), _parse_all, items, config, parse_completion
+        )
+        pairs = list(zip(outcomes, [item.ground_truth for item in items], strict=True))
         return await asyncio.to_thread(evaluate, pairs, config.similarity_threshold)
 

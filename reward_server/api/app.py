@@ -18,6 +18,7 @@ from reward_server.api.errors import register_error_handlers
 from reward_server.api.middleware import (
     BearerAuthMiddleware,
     BodyLimitMiddleware,
+    CancelledRequestMiddleware,
     MetricsMiddleware,
 )
 from reward_server.api.routes import add_routes
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from reward_server.certainty import CertaintyScorer
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
-SETTINGS_ENV = "SHOP_R1_SETTINGS_JSON"
 
 
 def build_scorer_from(settings: ServerSettings, telemetry: Telemetry) -> CertaintyScorer | None:
@@ -93,6 +93,7 @@ def create_app(
         app.add_middleware(
             BearerAuthMiddleware, api_key=settings.api_key, public_paths=PUBLIC_PATHS
         )
+    app.add_middleware(CancelledRequestMiddleware)
     app.add_middleware(MetricsMiddleware)
     return app
 
@@ -100,4 +101,6 @@ def create_app(
 def create_app_from_env() -> FastAPI:
     """Entry point for uvicorn workers (``--factory``): settings arrive as JSON in
     ``SHOP_R1_SETTINGS_JSON``, written by ``shop-r1-reward serve``."""
+    from reward_server.api.serve import SETTINGS_ENV
+
     return create_app(ServerSettings.model_validate(json.loads(os.environ[SETTINGS_ENV])))

@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from reward_server import telemetry
+from reward_server import __version__, telemetry
+from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.context import AppContext
 from reward_server.api.errors import ApiError, Forbidden, NotReady, PayloadTooLarge
 from reward_server.protocol import (
@@ -16,6 +17,7 @@ from reward_server.protocol import (
     RewardResponse,
 )
 from reward_server.results import json_bytes
+from reward_server.rewards.parsing import MAX_GROUND_TRUTH_FIELD_CHARS
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429, 503, 504)
@@ -32,22 +34,22 @@ def context_of(request: Request) -> AppContext:
 def check_count(ctx: AppContext, count: int, param: str) -> None:
     if count > ctx.settings.max_items:
         raise PayloadTooLarge(f"{count} items > limit {ctx.settings.max_items}", param)
-    telemetry.observe_many(telemetry.child(telemetry.REQUEST_ITEMS, param), (count,))
+    telemetry.child(telemetry.REQUEST_ITEMS, param).observe(count)
 
 
-async def rewards(
-    body: RewardRequest, request: Request
-) -> Response:
+async def rewards(request: Request) -> Response:
     """Score a batch: every component of every item, in input order."""
     ctx = context_of(request)
+    body = await validated_body(request, RewardRequest)
     check_count(ctx, len(body.items), "items")
     scored = await ctx.service.score(body, ctx.deadline_from(request.headers))
     return Response(json_bytes(scored.as_wire()), media_type=JSON)
 
 
-async def evaluate(body: EvaluateRequest, request: Request) -> dict[str, Any]:
+async def evaluate(request: Request) -> dict[str, Any]:
     """REWARD_CONTRACT.md §6 metrics (exact / type accuracy, macro-F1, per type)."""
     ctx = context_of(request)
+    body = await validated_body(request, EvaluateRequest)
     check_count(ctx, len(body.items), "items")
     metrics = await ctx.service.evaluate(body)
     return {"metrics": metrics.as_dict(), "config_hash": ctx.service.config.config_hash()}
@@ -76,14 +78,20 @@ async def config(request: Request) -> dict[str, Any]:
     ctx = context_of(request)
     settings = ctx.settings
     return {
+        "version": __version__,
         "config": ctx.service.config.model_dump(),
         "config_hash": ctx.service.config.config_hash(),
         "model": ctx.scorer.model_name if ctx.scorer else None,
         "self_certainty_source_default": ctx.service.default_source,
         "limits": {
             "max_items": settings.max_items,
+            "max_queue_items": settings.max_queue_items,
             "max_body_bytes": settings.max_body_bytes,
+            "max_header_bytes": settings.max_header_bytes,
+            "max_ground_truth_field_chars": MAX_GROUND_TRUTH_FIELD_CHARS,
             "default_timeout_seconds": settings.default_timeout_seconds,
+            "header_timeout_seconds": settings.header_timeout_seconds,
+            "body_timeout_seconds": settings.body_timeout_seconds,
         },
     }
 
@@ -113,8 +121,14 @@ async def metrics(request: Request) -> Response:
 def add_routes(app: FastAPI) -> None:
     """Register every route on ``app`` itself: FastAPI matches an included router's
     routes through an extra routing layer, a measurable share of a one-item request."""
-    app.post("/v1/rewards", response_model=RewardResponse, responses=ERRORS)(rewards)
-    app.post("/v1/evaluate", responses=ERRORS)(evaluate)
+    app.post(
+        "/v1/rewards", response_model=RewardResponse, responses=ERRORS,
+        openapi_extra=body_openapi(RewardRequest),
+    )(rewards)
+    app.post("/v1/evaluate", responses=ERRORS, openapi_extra=body_openapi(EvaluateRequest))(
+        evaluate
+    )
+    add_body_schemas(app, [RewardRequest, EvaluateRequest])
     app.get("/healthz")(healthz)
     app.get("/readyz")(readyz)
     app.get("/v1/config")(config)

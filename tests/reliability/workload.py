@@ -63,9 +63,17 @@ class Case:
     completion: str
     ground_truth: dict
     expected: Expected
+    prompt: str
 
     def item(self, item_id: str | int) -> dict[str, Any]:
-        return {"id": item_id, "completion": self.completion, "ground_truth": self.ground_truth}
+        return {"id": item_id, "completion": self.completion, "ground_truth": self.ground_truth,
+                "prompt": self.prompt}
+
+
+def _prompt(step: dict) -> str:
+    """The shopper's session as the policy would see it: the task and the page."""
+    task = step.get("context_hint") or "browse the store"
+    return f"Task: {task}\nPage: <html><input name=\"search_input\"/></html>\nNext action:"
 
 
 def _truth_of(step: dict) -> dict:
@@ -125,7 +133,7 @@ def make_cases(count: int, seed: int = 0) -> list[Case]:
         step = rng.choice(steps)
         truth = _truth_of(step)
         completion = _completion(step, truth, rng)
-        cases.append(Case(completion, truth, expected_of(completion, truth)))
+        cases.append(Case(completion, truth, expected_of(completion, truth), _prompt(step)))
     return cases
 
 

@@ -1,0 +1,207 @@
+"""Connection-level limits that uvicorn's HTTP/1.1 protocol does not enforce by itself.
+
+uvicorn (httptools) reads request headers of any size and waits for them, and for a
+request body, without a time limit; a single connection can then hold hundreds of MB, and
+a few hundred slow ones (slowloris) hold the process's file descriptors. This protocol is
+uvicorn's own ``HttpToolsProtocol`` with four limits added:
+
+* **header size**: the request line plus headers may take ``max_header_bytes``; past it
+  the answer is 431 and the connection closes. Bytes are counted as they arrive, so a
+  single endless header is cut off within one socket read of the limit.
+* **header timeout**: from the moment a connection opens, or a new request on it begins,
+  its headers must be complete within ``header_timeout`` seconds, else 408 and close.
+* **body timeout**: while a request body is being received, no pause between two pieces
+  of it may last ``body_timeout`` seconds (time the server itself stopped reading, to
+  apply back-pressure, does not count), else 408 and close.
+* **connection cap**: at ``max_connections`` open connections a new one evicts the
+  oldest connection that is not in the middle of a request (waiting for headers, or
+  idle between requests); only when every connection is busy is the new one refused.
+  Probes and real requests therefore get in while slow connections are shed.
+
+The limits travel on :class:`LimitedConfig` (a ``uvicorn.Config``), so worker processes
+receive them with the rest of uvicorn's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Shells and kernels default to 1,024 open files; leave room for the process's own.
+_MIN_CONNECTIONS = 16
+
+
+def default_max_connections() -> int:
+    """Three quarters of the soft open-file limit: the rest stays for the process's own
+    files, model weights and pipes, so ``accept`` never fails with EMFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65_536
+    return max(_MIN_CONNECTIONS, soft * 3 // 4)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1024
+
+
+class LimitedConfig(uvicorn.Config):
+    """``uvicorn.Config`` that carries :class:`ConnectionLimits` to the protocol."""
+
+    def __init__(self, *args: Any, connection_limits: ConnectionLimits, **kwargs: Any) -> None:
+        kwargs.setdefault("http", LimitedHttpToolsProtocol)
+        super().__init__(*args, **kwargs)
+        self.connection_limits = connection_limits
+
+
+def _error_response(status: int, reason: bytes, kind: str, message: str) -> bytes:
+    body = json.dumps(
+        {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    ).encode()
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n" % (status, reason, len(body))
+    )
+    return head + body
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of the module docstring."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: ConnectionLimits = getattr(config, "connection_limits", ConnectionLimits())
+        self.awaiting_headers = True  # between requests or before the first one
+        self.idle_since = time.monotonic()
+        self._raw_header_bytes = self._parsed_header_bytes = 0
+        self._header_overflow = False
+        self._timer: Any = None
+
+    # -- connection ----------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections and not self._evict_one():
+            self._reject(503, b"Service Unavailable", "overloaded",
+                         "too many open connections; retry shortly")
+            return
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _evict_one(self) -> bool:
+        """Close the oldest other connection that is not in a request; False if none."""
+        idle = [
+            protocol for protocol in self.connections
+            if protocol is not self and getattr(protocol, "awaiting_headers", False)
+        ]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda protocol: protocol.idle_since)
+        oldest.transport.close()
+        return True
+
+    # -- timers --------------------------------------------------------------------------
+    def _arm(self, seconds: float, handler: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _header_timeout(self) -> None:
+        self._timer = None
+        self._reject(408, b"Request Timeout", "request_timeout",
+                     f"request headers not received within {self.limits.header_timeout:g} s")
+
+    def _body_timeout(self) -> None:
+        self._timer = None
+        if self.flow.read_paused:  # the server, not the client, is holding the body back
+            self._arm(self.limits.body_timeout, self._body_timeout)
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self._reject(408, b"Request Timeout", "request_timeout",
+                         f"request body stalled for {self.limits.body_timeout:g} s")
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+    def _reject(self, status: int, reason: bytes, kind: str, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        self.transport.write(_error_response(status, reason, kind, message))
+        self.transport.close()
+
+    # -- parsing ---------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.awaiting_headers and not self.transport.is_closing():
+            # The headers are not complete yet: every byte so far belongs to them. This
+            # catches one endless header, which the parser buffers without a callback.
+            self._raw_header_bytes += len(data)
+            if self._raw_header_bytes > self.limits.max_header_bytes:
+                self._reject_headers()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._parsed_header_bytes += count
+        if self._parsed_header_bytes > self.limits.max_header_bytes:
+            # Raising from a parser callback makes uvicorn answer through send_400_response.
+            self._header_overflow = True
+            raise ValueError("request headers over the limit")
+
+    def send_400_response(self, msg: str) -> None:
+        if self._header_overflow:
+            self._reject_headers()
+        else:
+            super().send_400_response(msg)
+
+    def _reject_headers(self) -> None:
+        self._disarm()
+        self._reject(431, b"Request Header Fields Too Large", "request_header_fields_too_large",
+                     f"request line and headers over the limit of "
+                     f"{self.limits.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        self.awaiting_headers = False
+        self._arm(self.limits.body_timeout, self._body_timeout)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._arm(self.limits.body_timeout, self._body_timeout)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or (self.cycle is not None and self.cycle.more_body):
+            return  # closing, or the request body is still arriving (its timer runs)
+        self._await_headers()
+
+    def _await_headers(self) -> None:
+        """Between requests: evictable, and the next headers are due within the timeout."""
+        self.awaiting_headers = True
+        self.idle_since = time.monotonic()
+        self._raw_header_bytes = self._parsed_header_bytes = 0
+        self._arm(self.limits.header_timeout, self._header_timeout)
