@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import statistics
-import time
 
 import httpx
 import pytest
@@ -111,34 +109,6 @@ async def _call(app, header: str) -> int:
 
     await app(scope, receive, send)
     return status
-
-
-def test_rejection_time_does_not_depend_on_common_prefix() -> None:
-    """Rough timing check (bounds wide enough never to flake): rejecting a key that
-    differs in its last byte takes as long as one that differs in its first byte."""
-    app = BearerAuthMiddleware(_ok_app, api_key=KEY, public_paths=PUBLIC)
-    near = f"Bearer {KEY[:-1]}!"  # same length, all but the last byte right
-    far = f"Bearer !{KEY[1:]}"  # same length, first byte wrong
-
-    async def timed(header: str, n: int = 2000) -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            await _call(app, header)
-        return (time.perf_counter() - started) / n
-
-    async def measure() -> tuple[list[float], list[float]]:
-        near_t, far_t = [], []
-        for _ in range(15):  # interleaved so machine noise hits both alike
-            near_t.append(await timed(near))
-            far_t.append(await timed(far))
-        return near_t, far_t
-
-    assert asyncio.run(_call(app, near)) == 401 and asyncio.run(_call(app, far)) == 401
-    near_t, far_t = asyncio.run(measure())
-    ratio = min(near_t) / min(far_t)
-    print(f"near {statistics.median(near_t) * 1e6:.2f} us, far "
-          f"{statistics.median(far_t) * 1e6:.2f} us, ratio of minima {ratio:.3f}")
-    assert 0.67 < ratio < 1.5
 
 
 # ----------------------------------------------------------------- reload root
