@@ -11,6 +11,7 @@ request. Errors form a small tree under :class:`RewardClientError`; each says wh
 from __future__ import annotations
 
 from client._async import AsyncRewardClient
+from client._base import DEFAULT_URL
 from client._errors import (
     AuthenticationError,
     BadRequestError,
@@ -23,7 +24,7 @@ from client._errors import (
     TransportError,
 )
 from client._policy import RetryPolicy
-from client._sync import DEFAULT_URL, RewardClient
+from client._sync import RewardClient
 from client._types import (
     COMPONENT_NAMES,
     CertaintyInfo,

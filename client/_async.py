@@ -9,16 +9,23 @@ from typing import Any
 
 import httpx
 
-from client._batching import Chunk, assemble, parse_chunk, plan_chunks, request_body
-from client._calls import CallState
-from client._policy import Deadline, EndpointPool, RetryPolicy, split_urls
-from client._sync import DEFAULT_URL
-from client._types import RewardBatch, ScoreItem, as_score_item
+from client._base import (
+    CONFIG_PATH,
+    EVALUATE_PATH,
+    PROBE_TIMEOUT,
+    READY_PATH,
+    REWARDS_PATH,
+    BaseRewardClient,
+)
+from client._batching import Chunk, assemble, parse_chunk
+from client._policy import Deadline
+from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
 
-class AsyncRewardClient:
-    """Asyncio twin of :class:`~client.RewardClient` (same arguments and behaviour).
+class AsyncRewardClient(BaseRewardClient):
+    """Asyncio twin of :class:`~client.RewardClient` (same arguments and behaviour;
+    see :class:`BaseRewardClient`).
 
     The chunks of one call are sent concurrently; across all calls at most
     ``max_concurrency`` requests are in flight (an ``asyncio.Semaphore``), so thousands of
@@ -31,34 +38,9 @@ class AsyncRewardClient:
             batch = await client.score(items, self_certainty_source="none")
     """
 
-    def __init__(
-        self,
-        base_urls: str | list[str] = DEFAULT_URL,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        chunk_size: int = 512,
-        max_concurrency: int = 16,
-        retry: RetryPolicy | None = None,
-        connect_timeout: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self.pool = EndpointPool(split_urls(base_urls))
-        self.api_key = api_key
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.max_concurrency = max_concurrency
-        self.retry = retry or RetryPolicy()
-        self.connect_timeout = connect_timeout
-        self._slots = asyncio.Semaphore(max_concurrency)
-        limits = httpx.Limits(
-            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-        )
-        self._http = httpx.AsyncClient(limits=limits, transport=transport)
+    def _open(self, limits: httpx.Limits, transport: Any) -> httpx.AsyncClient:
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+        return httpx.AsyncClient(limits=limits, transport=transport)
 
     async def score(
         self,
@@ -69,17 +51,17 @@ class AsyncRewardClient:
         timeout: float | None = None,
     ) -> RewardBatch:
         """Score ``items`` (``POST /v1/rewards``); results in the same order; all-or-nothing."""
-        items = [as_score_item(item) for item in items]
-        if not items:
-            return RewardBatch(results=[], config_hash=None, model=None)
-        deadline = Deadline(timeout or self.timeout)
+        plan = self._plan_score(items, config, self_certainty_source, timeout)
+        if plan is None:
+            return self._empty_batch()
 
         async def run(chunk: Chunk) -> Any:
-            body = request_body(chunk, config, self_certainty_source)
-            url, payload = await self._request("POST", "/v1/rewards", body, deadline, chunk.start)
+            url, payload = await self._request(
+                "POST", REWARDS_PATH, plan.body(chunk), plan.deadline, chunk.start
+            )
             return parse_chunk(chunk, payload, url)
 
-        tasks = [asyncio.ensure_future(run(c)) for c in plan_chunks(items, self.chunk_size)]
+        tasks = [asyncio.ensure_future(run(chunk)) for chunk in plan.chunks]
         try:
             return assemble(list(await asyncio.gather(*tasks)))
         finally:
@@ -94,16 +76,12 @@ class AsyncRewardClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """REWARD_CONTRACT.md §6 metrics of ``{"completion", "ground_truth"}`` pairs."""
-        body: dict[str, Any] = {"items": [dict(item) for item in items]}
-        if config:
-            body["config"] = dict(config)
-        deadline = Deadline(timeout or self.timeout)
-        return (await self._request("POST", "/v1/evaluate", body, deadline))[1]
+        body = self._evaluate_body(items, config)
+        return (await self._request("POST", EVALUATE_PATH, body, self._deadline(timeout)))[1]
 
     async def server_config(self, timeout: float | None = None) -> dict[str, Any]:
-        """``GET /v1/config`` of one server: config, hash, model and limits."""
-        deadline = Deadline(timeout or self.timeout)
-        return (await self._request("GET", "/v1/config", None, deadline))[1]
+        """``GET /v1/config`` of one server: version, config, hash, model and limits."""
+        return (await self._request("GET", CONFIG_PATH, None, self._deadline(timeout)))[1]
 
     async def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Wait until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
@@ -112,7 +90,8 @@ class AsyncRewardClient:
         while pending:
             for url in list(pending):
                 try:
-                    if (await self._http.get(url + "/readyz", timeout=2)).status_code == 200:
+                    response = await self._http.get(url + READY_PATH, timeout=PROBE_TIMEOUT)
+                    if response.status_code == 200:
                         pending.remove(url)
                 except httpx.TransportError:
                     pass
@@ -133,9 +112,7 @@ class AsyncRewardClient:
     async def _request(
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0
     ) -> tuple[str, Any]:
-        call = CallState(
-            self.pool, self.retry, deadline, self.api_key, self.connect_timeout, offset
-        )
+        call = self._call(deadline, offset)
         while True:
             url, wait = call.plan()
             if wait > 0:
@@ -150,10 +127,7 @@ class AsyncRewardClient:
                 raise call.deadline_error("every connection slot stayed busy")
             try:
                 response = await self._http.request(
-                    method,
-                    url + path,
-                    json=body,
-                    headers=call.headers(),
+                    method, url + path, json=body, headers=call.headers(),
                     timeout=call.attempt_timeout(),
                 )
             except httpx.TransportError as exc:

@@ -40,14 +40,6 @@ class RetryPolicy:
         return (rng or random).uniform(0, ceiling)
 
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-def is_retryable_status(status: int) -> bool:
-    """429 and every 5xx are retried; no other 4xx ever is."""
-    return status == 429 or status >= 500
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), else None."""
     if not value:

@@ -10,28 +10,25 @@ from typing import Any
 
 import httpx
 
-from client._batching import Chunk, assemble, parse_chunk, plan_chunks, request_body
-from client._calls import CallState
-from client._policy import Deadline, EndpointPool, RetryPolicy, split_urls
-from client._types import RewardBatch, ScoreItem, as_score_item
+from client._base import (
+    CONFIG_PATH,
+    DEFAULT_URL,
+    EVALUATE_PATH,
+    PROBE_TIMEOUT,
+    READY_PATH,
+    REWARDS_PATH,
+    BaseRewardClient,
+)
+from client._batching import Chunk, assemble, parse_chunk
+from client._policy import Deadline
+from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+__all__ = ["DEFAULT_URL", "RewardClient"]
 
 
-class RewardClient:
-    """Blocking client of the Shop-R1 reward service.
-
-    Args:
-        base_urls: one URL, a list, or a comma-separated string; requests rotate over them
-            round-robin and fail over to the next when one is down or overloaded.
-        api_key: sent as ``Authorization: Bearer <key>`` when the server requires one.
-        timeout: default deadline of a call in seconds (all chunks and retries included);
-            sent as ``X-Request-Timeout`` so the server gives up at the same time.
-        chunk_size: items per HTTP request; larger batches are split and reassembled in order.
-        max_concurrency: requests in flight at once from this client (pool size too).
-        retry: the :class:`RetryPolicy` (attempts, backoff, Retry-After cap).
-        transport: an ``httpx.BaseTransport`` to use instead of the network (tests).
+class RewardClient(BaseRewardClient):
+    """Blocking client of the Shop-R1 reward service (arguments: :class:`BaseRewardClient`).
 
     Example::
 
@@ -40,34 +37,9 @@ class RewardClient:
             batch[0].reward, batch[0].components.format
     """
 
-    def __init__(
-        self,
-        base_urls: str | list[str] = DEFAULT_URL,
-        *,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        chunk_size: int = 512,
-        max_concurrency: int = 16,
-        retry: RetryPolicy | None = None,
-        connect_timeout: float = 5.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self.pool = EndpointPool(split_urls(base_urls))
-        self.api_key = api_key
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.max_concurrency = max_concurrency
-        self.retry = retry or RetryPolicy()
-        self.connect_timeout = connect_timeout
-        self._slots = threading.BoundedSemaphore(max_concurrency)
-        limits = httpx.Limits(
-            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-        )
-        self._http = httpx.Client(limits=limits, transport=transport)
+    def _open(self, limits: httpx.Limits, transport: Any) -> httpx.Client:
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+        return httpx.Client(limits=limits, transport=transport)
 
     # -- public API -----------------------------------------------------------------------
     def score(
@@ -83,22 +55,21 @@ class RewardClient:
         Raises a :class:`~client.RewardClientError` subclass when any chunk fails: the
         batch is all-or-nothing, never partly zero.
         """
-        items = [as_score_item(item) for item in items]
-        if not items:
-            return RewardBatch(results=[], config_hash=None, model=None)
-        deadline = Deadline(timeout or self.timeout)
-        chunks = plan_chunks(items, self.chunk_size)
+        plan = self._plan_score(items, config, self_certainty_source, timeout)
+        if plan is None:
+            return self._empty_batch()
 
         def run(chunk: Chunk) -> Any:
-            body = request_body(chunk, config, self_certainty_source)
-            url, payload = self._request("POST", "/v1/rewards", body, deadline, chunk.start)
+            url, payload = self._request(
+                "POST", REWARDS_PATH, plan.body(chunk), plan.deadline, chunk.start
+            )
             return parse_chunk(chunk, payload, url)
 
-        if len(chunks) == 1:
-            return assemble([run(chunks[0])])
-        workers = min(self.max_concurrency, len(chunks))
+        if len(plan.chunks) == 1:
+            return assemble([run(plan.chunks[0])])
+        workers = min(self.max_concurrency, len(plan.chunks))
         with ThreadPoolExecutor(workers, thread_name_prefix="reward-client") as executor:
-            futures = [executor.submit(run, chunk) for chunk in chunks]
+            futures = [executor.submit(run, chunk) for chunk in plan.chunks]
             try:
                 return assemble([future.result() for future in futures])
             finally:  # one chunk failed: do not start the chunks still queued
@@ -113,14 +84,12 @@ class RewardClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """REWARD_CONTRACT.md §6 metrics of ``{"completion", "ground_truth"}`` pairs."""
-        body: dict[str, Any] = {"items": [dict(item) for item in items]}
-        if config:
-            body["config"] = dict(config)
-        return self._request("POST", "/v1/evaluate", body, Deadline(timeout or self.timeout))[1]
+        body = self._evaluate_body(items, config)
+        return self._request("POST", EVALUATE_PATH, body, self._deadline(timeout))[1]
 
     def server_config(self, timeout: float | None = None) -> dict[str, Any]:
-        """``GET /v1/config`` of one server: config, hash, model and limits."""
-        return self._request("GET", "/v1/config", None, Deadline(timeout or self.timeout))[1]
+        """``GET /v1/config`` of one server: version, config, hash, model and limits."""
+        return self._request("GET", CONFIG_PATH, None, self._deadline(timeout))[1]
 
     def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Block until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
@@ -129,7 +98,7 @@ class RewardClient:
         while pending:
             for url in list(pending):
                 try:
-                    if self._http.get(url + "/readyz", timeout=2).status_code == 200:
+                    if self._http.get(url + READY_PATH, timeout=PROBE_TIMEOUT).status_code == 200:
                         pending.remove(url)
                 except httpx.TransportError:
                     pass
@@ -151,9 +120,7 @@ class RewardClient:
     def _request(
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0
     ) -> tuple[str, Any]:
-        call = CallState(
-            self.pool, self.retry, deadline, self.api_key, self.connect_timeout, offset
-        )
+        call = self._call(deadline, offset)
         while True:
             url, wait = call.plan()
             if wait > 0:
@@ -165,10 +132,7 @@ class RewardClient:
                 raise call.deadline_error("every connection slot stayed busy")
             try:
                 response = self._http.request(
-                    method,
-                    url + path,
-                    json=body,
-                    headers=call.headers(),
+                    method, url + path, json=body, headers=call.headers(),
                     timeout=call.attempt_timeout(),
                 )
             except httpx.TransportError as exc:

@@ -20,6 +20,19 @@ from reward_server import telemetry
 from reward_server.api.errors import error_response
 
 
+class _StatusTrackingSend:
+    """``send`` that remembers the status of the response once it has started."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Latency by route template and status, and the in-flight gauge."""
 
@@ -30,23 +43,17 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
         started = time.perf_counter()
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        tracked = _StatusTrackingSend(send)
         telemetry.IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, tracked)
         finally:
             telemetry.IN_FLIGHT.dec()
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            latency = telemetry.child(telemetry.REQUEST_SECONDS, label, str(status))
+            status = str(tracked.status or 500)  # no answer at all counts as a failure
+            latency = telemetry.child(telemetry.REQUEST_SECONDS, label, status)
             latency.observe(time.perf_counter() - started)
 
 
@@ -62,18 +69,11 @@ class CancelledRequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _StatusTrackingSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except asyncio.CancelledError:
-            if not started:
+            if tracked.status is None:
                 response = error_response(
                     503, "shutting_down",
                     "the server stopped before this request finished; retry it",
