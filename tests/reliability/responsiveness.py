@@ -107,9 +107,14 @@ def assert_responsive_under(
         any(start <= sent <= end for start, end in log.intervals) for sent in during.sent_at
     )
     assert overlapping >= 1, "no probe was sent while an attack request was in flight"
+    attack_seconds = max(end - start for start, end in log.intervals)
+    print(f"attack requests: {len(log.intervals)}, longest {attack_seconds * 1000:.0f} ms; "
+          f"probes overlapping them: {overlapping}/{len(during.sent_at)}")
     for name in ("healthz", "request"):
         slowest_idle = max(getattr(idle, name))
         slowest = max(getattr(during, name))
+        print(f"{name}: slowest {slowest_idle * 1000:.1f} ms idle, "
+              f"{slowest * 1000:.1f} ms under attack")
         assert slowest <= FACTOR * slowest_idle + SLACK, (
             f"{name} took {slowest:.3f} s under attack, {slowest_idle:.3f} s idle"
         )

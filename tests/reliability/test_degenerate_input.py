@@ -149,7 +149,9 @@ def test_huge_json_string_ground_truth_is_refused_before_it_is_decoded(server):
         assert error["param"] == "items[0].ground_truth"
         assert f"limit {MAX_GROUND_TRUTH_JSON_CHARS}" in error["message"]
     # Each body is 20 MB: what was kept after ten of them is not a cache of them.
-    assert rss_mib(server.process.pid) - before < 100
+    after = rss_mib(server.process.pid)
+    print(f"RSS {before:.1f} -> {after:.1f} MiB after ten 20 MB ground truths")
+    assert after - before < 100
     field = post(server.url, "/v1/rewards", {"items": [{"completion": GOOD, "ground_truth": {
         "type": "click", "name": "n" * 5000}}]})
     assert field.status_code == 422
@@ -192,7 +194,9 @@ def test_huge_header_is_431_and_costs_no_memory(start_server):
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b'"request_header_fields_too_large"' in answer
     assert sent < 64 * 1024 * 1024  # cut off long before the 256 MiB were sent
-    assert rss_mib(keyed.process.pid) - before < 32
+    after = rss_mib(keyed.process.pid)
+    print(f"header cut off after {sent} bytes sent; RSS {before:.1f} -> {after:.1f} MiB")
+    assert after - before < 32
     assert httpx.get(keyed.url + "/healthz", timeout=10).status_code == 200
     many = b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + b"x-a: b\r\n" * 20_000 + b"\r\n"
     _, answer = send_until_answered(keyed.port, many, len(many))
