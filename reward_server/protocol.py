@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from reward_contract import ActionType, CertaintySource
+from reward_contract import RULE_COMPONENTS, ActionType, CertaintySource
 from reward_server.config import MAX_SELF_CERTAINTY, RewardConfig
 from reward_server.rewards.errors import GroundTruthError
 from reward_server.rewards.parsing import parse_ground_truth
@@ -165,12 +165,13 @@ class FormatError(BaseModel):
     detail: str
 
 
-class Components(BaseModel):
-    format: float
-    type: float
-    attribute: float
-    value: float
-    self_certainty: float | None
+Components = create_model(
+    "Components",
+    __doc__="Every part of an item's reward (REWARD_CONTRACT.md §2-4); self_certainty may be"
+    " null (see certainty.reason).",
+    **{name: (float, ...) for name in RULE_COMPONENTS},
+    self_certainty=(float | None, ...),
+)
 
 
 class CertaintyInfo(BaseModel):
@@ -189,7 +190,7 @@ class RewardResult(BaseModel):
     id: ItemId | None = None
     reward: float
     score: float
-    components: Components
+    components: Components  # type: ignore[valid-type]
     format_ok: bool
     format_error: FormatError | None = None
     action: ActionModel | None = None

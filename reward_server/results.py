@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from reward_contract import COMPONENT_NAMES
 from reward_server.rewards import RewardBreakdown
 
 
@@ -91,13 +92,7 @@ def result_dict(result: ItemResult) -> dict[str, Any]:
         "id": result.id,
         "reward": breakdown.reward,
         "score": breakdown.score,
-        "components": {
-            "format": breakdown.format,
-            "type": breakdown.type,
-            "attribute": breakdown.attribute,
-            "value": breakdown.value,
-            "self_certainty": breakdown.self_certainty,
-        },
+        "components": {name: getattr(breakdown, name) for name in COMPONENT_NAMES},
         "format_ok": reason is None,
         "format_error": (
             None if reason is None else {"reason": reason, "detail": breakdown.failure_detail}
