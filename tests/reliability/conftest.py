@@ -34,6 +34,7 @@ class FaultState:
     mode: str = "ok"  # ok | raise | oom | torch_oom | hang
     release: threading.Event = field(default_factory=threading.Event)
     hang_seconds: float = 60.0
+    hanging: bool = False  # a batch is inside the hang right now
     batches: int = 0
     loads: list[str] = field(default_factory=list)
 
@@ -74,7 +75,9 @@ class FaultyBackend:
 
             raise torch.OutOfMemoryError("CUDA out of memory (injected torch.OutOfMemoryError)")
         if state.mode == "hang":
+            state.hanging = True
             state.release.wait(state.hang_seconds)
+            state.hanging = False
         results = [CertaintyResult(FAKE_CERTAINTY, rationale_tokens=3, total_tokens=15)
                    for _ in items]
         return results, BatchStats(items=len(items), tokens=15 * len(items), forward_seconds=1e-3)
