@@ -82,7 +82,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.limits: ConnectionLimits = getattr(config, "connection_limits", ConnectionLimits())
         self.awaiting_headers = True  # between requests or before the first one
         self.idle_since = time.monotonic()
-        self._raw_header_bytes = self._parsed_header_bytes = 0
+        self._raw_header_bytes = 0
         self._header_overflow = False
         self._timer: Any = None
 
@@ -153,21 +153,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._raw_header_bytes > self.limits.max_header_bytes:
                 self._reject_headers()
 
-    def on_url(self, url: bytes) -> None:
-        self._count_header_bytes(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-
-    def _count_header_bytes(self, count: int) -> None:
-        self._parsed_header_bytes += count
-        if self._parsed_header_bytes > self.limits.max_header_bytes:
-            # Raising from a parser callback makes uvicorn answer through send_400_response.
-            self._header_overflow = True
-            raise ValueError("request headers over the limit")
-
     def send_400_response(self, msg: str) -> None:
         if self._header_overflow:
             self._reject_headers()
@@ -181,6 +166,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                      f"{self.limits.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
+        # Headers that arrived with their end in one read were not counted as they came.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            # Raising from a parser callback makes uvicorn answer through send_400_response.
+            self._header_overflow = True
+            raise ValueError("request headers over the limit")
         self.awaiting_headers = False
         self._arm(self.limits.body_timeout, self._body_timeout)
         super().on_headers_complete()
@@ -203,5 +194,5 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Between requests: evictable, and the next headers are due within the timeout."""
         self.awaiting_headers = True
         self.idle_since = time.monotonic()
-        self._raw_header_bytes = self._parsed_header_bytes = 0
+        self._raw_header_bytes = 0
         self._arm(self.limits.header_timeout, self._header_timeout)
