@@ -105,6 +105,12 @@ def tokenizer_dir(smollm2_tokenizer, tmp_path_factory: pytest.TempPathFactory) -
     """The tokenizer saved as a plain folder: the policy tokenizer the trainers load."""
     folder = tmp_path_factory.mktemp("policy-tokenizer")
     smollm2_tokenizer.save_pretrained(folder)
+    # Name the class every transformers release knows (4.x, which verl 0.7.0 needs, has no
+    # "TokenizersBackend"); the tokenizer itself is the tokenizer.json either way.
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
     return folder
 
 
