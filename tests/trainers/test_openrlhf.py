@@ -14,8 +14,10 @@ import json
 import math
 import struct
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import REPO, free_port, launch_server
@@ -123,7 +125,7 @@ def test_url_mode_200_concurrent_samples(model_server, smollm2_tokenizer, tokeni
 
 def test_py_mode_reward_func(model_server, smollm2_tokenizer, tokenizer_dir, tmp_path):
     reward_file = str(REPO / "examples" / "openrlhf" / "reward_func.py")
-    spec = rollout_spec(smollm2_tokenizer, tokenizer_dir, [reward_file], rows=5, samples=8)
+    spec = rollout_spec(smollm2_tokenizer, tokenizer_dir, [reward_file], rows=3, samples=6)
     out = run_json_driver(
         RELEASE, "openrlhf_rollout.py", spec, tmp_path,
         env={"SHOP_R1_REWARD_URL": model_server.url},
@@ -139,23 +141,45 @@ def test_calls_while_the_model_loads_all_get_rewards(smollm2_tokenizer, tokenize
     spec = rollout_spec(smollm2_tokenizer, tokenizer_dir, [url + "/get_reward"], rows=2, samples=8)
     spec["service"] = url
     started: dict = {}
+    short: dict = {}
 
     def start_server() -> None:
         started["server"] = launch_server(
             tmp_path, model="embedded", port=port, cache_dir=str(tmp_path / "cold-cache"),
         )
 
-    thread = threading.Thread(target=start_server)
-    thread.start()
+    def short_deadline() -> None:
+        """A request whose own deadline ends before the model is ready: 503, retry later."""
+        body = {"query": [spec["rows"][0]["prompt"] + "{}"],
+                "prompts": [spec["rows"][0]["prompt"]], "labels": [spec["rows"][0]["label"]]}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        short["ready_before"] = httpx.get(url + "/readyz", timeout=5).status_code
+        short["reply"] = httpx.post(url + "/get_reward", json=body, timeout=30,
+                                    headers={"X-Request-Timeout": "0.2"})
+
+    threads = [threading.Thread(target=start_server), threading.Thread(target=short_deadline)]
+    for thread in threads:
+        thread.start()
     try:
         out = run_json_driver(RELEASE, "openrlhf_rollout.py", spec, tmp_path)
     finally:
-        thread.join(300)
+        for thread in threads:
+            thread.join(300)
         if "server" in started:
             started["server"].stop()
     assert out["readyz_before"] == 503  # the trainer started before the model was ready
     assert all(s["reward"] is not None for s in out["samples"])
     assert len(out["samples"]) == 16
+    assert short["ready_before"] == 503  # the de-quantisation takes seconds
+    reply = short["reply"]
+    assert reply.status_code == 503 and int(reply.headers["Retry-After"]) >= 1
+    assert "still loading" in reply.json()["error"]["message"]
 
 
 def parse(args: list[str], tmp_path: Path) -> dict:
