@@ -7,7 +7,7 @@ every adapter expects::
     {"prompt": [{"role": "system", ...}, {"role": "user", ...}],
      "ground_truth": "{\"type\": \"click\", \"name\": \"Wall Art\"}"}
 
-``ground_truth`` is the shopper's real next action as a JSON string (REWARD_SPEC 1); the
+``ground_truth`` is the shopper's real next action as a JSON string (REWARD_CONTRACT.md §1); the
 prompt asks for one JSON object ``{"rationale": ..., "action": {...}}``.
 Run ``python examples/shop_rows.py IN.jsonl OUT.jsonl`` to write rows as JSON lines.
 """

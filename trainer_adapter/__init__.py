@@ -1,8 +1,9 @@
 """Adapters plugging the Shop-R1 reward service into RL trainers (they import the client only).
 
 * :mod:`trainer_adapter.openrlhf`: ``reward_func(queries, prompts, labels)`` (``.py`` mode)
-* :mod:`trainer_adapter.verl`: ``compute_score_batch`` (batch manager) and
-  ``async compute_score`` (per-sample loop, coalesced into batched requests)
+* :mod:`trainer_adapter.verl`: ``async compute_score`` (verl's reward loop, per sample,
+  coalesced into batched requests) and ``compute_score_batch`` (verl 0.7.0's legacy
+  ``batch`` manager)
 * :mod:`trainer_adapter.trl`: ``async shop_r1_reward`` for ``GRPOTrainer``
 * :mod:`trainer_adapter.slime`: ``async group_rm(args, samples)`` / ``rm(args, sample)``
 * :mod:`trainer_adapter.certainty`: self-certainty from the trainer's own logits (torch,

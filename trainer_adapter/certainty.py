@@ -1,6 +1,6 @@
 """Self-certainty from a trainer's own logits, to send as ``self_certainty_source="provided"``.
 
-REWARD_SPEC section 4. For each rationale token position t with logits row ``z_t`` (the
+REWARD_CONTRACT.md §4. For each rationale token position t with logits row ``z_t`` (the
 row that predicted that token), temperature ``T`` and row width ``V``:
 
 * ``kl_uniform`` (default) = KL(U || p_t) = ``logsumexp(z/T) - mean(z/T) - log V``

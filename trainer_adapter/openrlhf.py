@@ -1,23 +1,31 @@
-"""OpenRLHF adapter: ``--reward.remote_url /path/to/trainer_adapter/openrlhf.py``.
+"""OpenRLHF adapter: ``--reward.remote_url /path/to/examples/openrlhf/reward_func.py``.
 
-``.py`` mode: OpenRLHF loads this file and calls ``reward_func(queries, prompts, labels)``
-once per batch; the whole batch is scored in one client call (chunked, retried, checked).
+``.py`` mode: OpenRLHF loads that file and calls ``reward_func(queries, prompts, labels)``
+(OpenRLHF 0.11: once per sample, in a worker thread); the lists are scored in one client
+call (chunked, retried, order and length checked).
 
-* ``queries``: prompt + response as decoded with special tokens (chat template included);
-* ``prompts``: the templated prompts (each a prefix of its query);
+* ``queries``: prompt + response decoded as one text, special tokens kept. OpenRLHF cuts
+  an over-long prompt from the left before generating, so a query may hold only the end
+  of its prompt: the response then starts after that end (:func:`reward_contract.query.split_query`)
+  and the sample's self-certainty, computed on the part of the prompt the policy saw, is
+  flagged ``self_certainty_approximate`` = 1;
+* ``prompts``: the templated prompts;
 * ``labels``: the ``--data.label_key`` column: each row's ground-truth action, a JSON
   string such as ``'{"type": "click", "name": "buy_now"}'`` (or a dict).
 
 Returns ``{"rewards", "scores", "extra_logs"}``: ``rewards`` the Shop-R1 reward (feeds the
-advantage), ``scores`` its 0..1 normalisation (dynamic filtering), ``extra_logs`` every
-component per sample (OpenRLHF logs their means). Values are ``torch`` tensors when torch
-is already loaded (always, inside OpenRLHF), else plain lists: this module never imports
-torch itself. A failure raises (after the client's retries) instead of leaving the reward
-empty, so a broken reward service stops training with a message saying what to do.
+advantage), ``scores`` its 0..1 normalisation (dynamic filtering), ``extra_logs`` the same
+keys for every sample (OpenRLHF concatenates them across samples; see
+:mod:`trainer_adapter._results` for how a missing self-certainty is written). Values are
+``torch`` tensors when torch is already loaded (always, inside OpenRLHF), else plain
+lists: this module never imports torch itself.
 
-URL mode needs no Python at all: point OpenRLHF at the service's own route,
-``--reward.remote_url http://HOST:8000/get_reward`` (several URLs comma-separated). The
-server strips the prompt and end-of-turn markers the same way as here.
+A failure (service unreachable after the client's retries, a bad label) is logged at
+ERROR and raised. OpenRLHF 0.11 catches it, logs it at INFO and leaves that sample
+without a reward, so watch for this module's ERROR lines.
+
+URL mode needs no Python at all: ``--reward.remote_url http://HOST:8000/get_reward``. The
+server cuts the response out of the query the same way as here.
 
 Configuration: the ``SHOP_R1_*`` variables of :mod:`trainer_adapter._settings`
 (``SHOP_R1_REWARD_URL``, ``SHOP_R1_API_KEY``, ...), set in the Ray runtime env.
@@ -25,41 +33,53 @@ Configuration: the ``SHOP_R1_*`` variables of :mod:`trainer_adapter._settings`
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from client import ScoreItem
 from reward_contract import strip_end_markers
-from trainer_adapter._results import component_lists
+from reward_contract.query import split_query
+from trainer_adapter._results import LOG_KEYS, component_lists
 from trainer_adapter._settings import AdapterSettings, sync_client
 
 __all__ = ["build_items", "reward_func"]
 
+log = logging.getLogger(__name__)
+
 
 def build_items(
     queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any]
-) -> list[ScoreItem]:
-    """Score items from OpenRLHF's three lists: the response is the query minus its prompt
-    prefix and trailing end-of-turn markers."""
+) -> tuple[list[ScoreItem], list[bool]]:
+    """Score items from OpenRLHF's three lists, and which prompts the trainer had cut.
+
+    The response is the query after its prompt (or after the end of a prompt cut from the
+    left), without trailing end-of-turn markers.
+    """
     if not len(queries) == len(prompts) == len(labels):
         raise ValueError(
             f"OpenRLHF passed {len(queries)} queries, {len(prompts)} prompts and {len(labels)} "
-            "labels; they must be aligned (is --data.label_key set?)"
+            "labels; they must be aligned"
         )
-    items = []
+    items, cut = [], []
     for index, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
         if label is None or label == "":
             raise ValueError(
-                f"labels[{index}] is empty: set --data.label_key to the ground-truth column"
+                f"labels[{index}] is empty: OpenRLHF sends the dataset column named by "
+                "--data.label_key (--label_key before v0.11); set it to the ground-truth column"
             )
-        if not query.startswith(prompt):
+        split = split_query(query, prompt)
+        if split is None:
             raise ValueError(
-                f"queries[{index}] does not start with prompts[{index}]; cannot cut the response"
+                f"queries[{index}] holds neither prompts[{index}] nor the end of it: cannot "
+                "tell where the response starts"
             )
-        response = strip_end_markers(query[len(prompt) :])
-        items.append(ScoreItem(completion=response, ground_truth=label, prompt=prompt or None))
-    return items
+        response = strip_end_markers(split.response)
+        prompt_seen = split.prompt or None
+        items.append(ScoreItem(completion=response, ground_truth=label, prompt=prompt_seen))
+        cut.append(split.truncated)
+    return items, cut
 
 
 def _as_output(values: list[float]) -> Any:
@@ -70,13 +90,19 @@ def _as_output(values: list[float]) -> Any:
 def reward_func(
     queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], **_: Any
 ) -> dict[str, Any]:
-    """OpenRLHF ``.py``-mode reward: the whole batch in one (chunked) service call."""
+    """OpenRLHF ``.py``-mode reward: the lists in one (chunked) service call."""
     if not queries:
-        return {"rewards": _as_output([]), "scores": _as_output([]), "extra_logs": {}}
-    settings = AdapterSettings.from_env()
-    items = build_items(queries, prompts, labels)
-    batch = sync_client(settings).score(items, **settings.score_kwargs())
-    logs = component_lists(batch.results)
+        empty = _as_output([])
+        return {"rewards": empty, "scores": empty, "extra_logs": {k: empty for k in LOG_KEYS}}
+    try:
+        settings = AdapterSettings.from_env()
+        items, cut = build_items(queries, prompts, labels)
+        batch = sync_client(settings).score(items, **settings.score_kwargs())
+    except Exception as exc:
+        # OpenRLHF 0.11 logs a reward failure at INFO and drops the reward: say it louder.
+        log.error("Shop-R1 reward failed for %d samples: %s", len(queries), exc)
+        raise
+    logs = component_lists(batch.results, cut)
     return {
         "rewards": _as_output(batch.rewards),
         "scores": _as_output(batch.scores),

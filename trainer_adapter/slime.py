@@ -10,7 +10,9 @@ a JSON string). ``sample.metadata["self_certainty"]``, when set, is sent as the 
 own value (with ``SHOP_R1_SELF_CERTAINTY_SOURCE=provided``).
 
 Returned reward: a float, or, when slime runs with ``--reward-key reward``, a dict with
-``reward``, ``score`` and every component (slime picks ``reward`` and keeps the rest).
+``reward``, ``score`` and every component (slime picks ``reward`` and keeps the rest;
+``self_certainty`` is null when not computed, ``self_certainty_reason`` says why, and
+``self_certainty_approximate`` is true for a value computed without the prompt).
 A failure raises after the client's retries (slime then fails the rollout loudly instead
 of training on a made-up 0). No Python at all is needed for the per-sample remote mode:
 ``--rm-type remote_rm --rm-url http://HOST:8000/slime/reward --reward-key reward``.
@@ -33,7 +35,10 @@ def item_for(sample: Any) -> ScoreItem:
     """A score item from a slime ``Sample`` (or any object with the same attributes)."""
     label = getattr(sample, "label", None)
     if label is None or label == "":
-        raise ValueError("a slime sample has no label: put the ground-truth action in 'label'")
+        raise ValueError(
+            "a slime sample has no label: slime fills Sample.label from the dataset column "
+            "named by --label-key; set it to the ground-truth action column"
+        )
     metadata = getattr(sample, "metadata", None) or {}
     certainty = metadata.get("self_certainty") if isinstance(metadata, dict) else None
     prompt = getattr(sample, "prompt", None)
@@ -52,6 +57,8 @@ def _reward(args: Any, result: RewardResult) -> float | dict[str, Any]:
         "reward": result.reward,
         "score": result.score,
         **result.components.as_dict(),
+        "self_certainty_approximate": result.certainty.approximate,
+        "self_certainty_reason": result.certainty.reason,
         "format_ok": result.format_ok,
         "format_error": result.format_error.reason if result.format_error else None,
     }

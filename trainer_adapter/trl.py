@@ -17,9 +17,11 @@ retry (unreachable, overloaded, deadline); never 0.0 in its place. A bad request
 invalid ground truth) raises: it is a data bug that retrying cannot fix.
 
 Components are logged through TRL's ``log_metric`` as ``shop_r1/<component>`` means
-(``format``, ``type``, ``attribute``, ``value``, ``self_certainty``, ``score``,
-``format_ok``, ``unscored``) and, per sample, through ``log_extra`` (``action_type``,
-``format_error``). Called without a trainer (a plain script) they are simply not logged::
+(``format``, ``type``, ``attribute``, ``value``, ``score``, ``format_ok``, ``unscored``;
+``self_certainty`` over the completions that have one, ``self_certainty_missing`` the
+share without, ``self_certainty_approximate`` the share of values computed without the
+prompt) and, per sample, through ``log_extra`` (``action_type``, ``format_error``).
+Called without a trainer (a plain script) they are simply not logged::
 
     rewards = asyncio.run(shop_r1_reward(prompts=[...], completions=[...], ground_truth=[...]))
 
@@ -86,10 +88,12 @@ def log_components(
             log_metric(METRIC_PREFIX + name, mean([getattr(r.components, name) for r in results]))
         log_metric(METRIC_PREFIX + "score", mean([r.score for r in results]))
         log_metric(METRIC_PREFIX + "format_ok", mean([float(r.format_ok) for r in results]))
-        certainties = [r.components.self_certainty for r in results]
-        present = [value for value in certainties if value is not None]
-        if present:
-            log_metric(METRIC_PREFIX + "self_certainty", mean(present))
+        present = [r for r in results if r.components.self_certainty is not None]
+        if present:  # the mean over the completions that have one, never a mean with gaps
+            values = [r.components.self_certainty for r in present]
+            log_metric(METRIC_PREFIX + "self_certainty", mean(values))  # type: ignore[arg-type]
+            approximate = [float(r.certainty.approximate) for r in present]
+            log_metric(METRIC_PREFIX + "self_certainty_approximate", mean(approximate))
         log_metric(METRIC_PREFIX + "self_certainty_missing", 1 - len(present) / len(results))
         log_metric(METRIC_PREFIX + "unscored", 0.0)
     if log_extra is not None and results:
@@ -110,7 +114,7 @@ async def shop_r1_reward(
     log_extra: Callable[[str, list], None] | None = None,
     **kwargs: Any,
 ) -> list[float | None]:
-    """Shop-R1 reward of each completion (REWARD_SPEC 5), scored by the reward service.
+    """Shop-R1 reward of each completion (REWARD_CONTRACT.md §5), scored by the reward service.
 
     ``reward = 0`` on a format failure, else ``format + type + attribute + value
     (+ alpha * self_certainty)``; e.g. a ``terminate`` answer to a ``terminate`` ground

@@ -1,28 +1,33 @@
 """verl adapter: a custom reward function calling the reward service.
 
-Two entry points (verl config ``custom_reward_function.path`` = this file):
+Two entry points in this file (the config keys differ between verl releases; see
+``examples/verl/README.md`` for the exact overrides each release was checked with):
 
-* ``compute_score_batch`` for ``reward_model.reward_manager=batch``
-  (``custom_reward_function.name=compute_score_batch``): verl calls it once per batch with
-  ``data_sources=, solution_strs=, ground_truths=, extra_infos=``; one service call scores
-  the batch (chunked, retried, order and length checked).
-* ``compute_score`` (``async def``, the default name) for the per-sample reward loop
-  (``naive`` / ``dapo`` / ``rate_limited`` managers): concurrent calls on one event loop
-  are coalesced into batched requests (up to ``SHOP_R1_REWARD_BATCH_MAX_ITEMS`` items or
+* ``compute_score`` (``async def``, the default name) for verl's reward loop (the default
+  since 0.7: ``naive`` / ``dapo`` / ``rate_limited`` managers). verl 0.7.1+ and 0.9:
+  ``reward.custom_reward_function.path=<this file>``; verl 0.7.0:
+  ``custom_reward_function.path=<this file>``. Concurrent calls on one event loop are
+  coalesced into batched requests (up to ``SHOP_R1_REWARD_BATCH_MAX_ITEMS`` items or
   ``SHOP_R1_REWARD_BATCH_WAIT_MS`` milliseconds, whichever first), then fanned back out.
+* ``compute_score_batch`` for the legacy ``batch`` reward manager, which only verl 0.7.0
+  still runs (``reward_model.use_reward_loop=False reward_model.reward_manager=batch
+  custom_reward_function.name=compute_score_batch``): called once per batch with
+  ``data_sources=, solution_strs=, ground_truths=, extra_infos=``; one service call.
 
-Every result is a dict with the same keys: ``score`` (the Shop-R1 reward the policy is
-trained on), ``score_normalized`` (0..1), ``format``, ``type``, ``attribute``, ``value``,
-``self_certainty`` (NaN when not computed, never a silent 0), ``self_certainty_missing``
-and ``format_ok``; verl puts the extra keys in ``reward_extra_info``.
+Every result is a dict with the same keys (:mod:`trainer_adapter._results`): ``score``
+(the Shop-R1 reward the policy is trained on), ``score_normalized`` (0..1), ``format``,
+``type``, ``attribute``, ``value``, ``format_ok``, ``self_certainty`` (0.0 when not
+computed), ``self_certainty_missing`` and ``self_certainty_approximate``; verl puts the
+keys besides ``score`` in ``reward_extra_info``.
 
 The dataset row: ``reward_model.ground_truth`` is the shopper's action (a dict or JSON
-string). verl does not pass the prompt to reward functions: to let the service compute
-self-certainty with its model (``SHOP_R1_SELF_CERTAINTY_SOURCE=model``), put the prompt
-in ``extra_info["prompt"]`` (templated text or chat messages); to send the trainer's own
-value, put it in ``extra_info["self_certainty"]`` and set the source to ``provided``.
-A failure raises (after retries) rather than returning 0. Configuration: ``SHOP_R1_*``
-variables (see :mod:`trainer_adapter._settings`).
+string). verl does not pass the prompt to reward functions: put it in
+``extra_info["prompt"]`` (chat messages, or templated text) so the service's
+self-certainty is computed over prompt and completion; without it the value is computed
+on the completion alone and flagged ``self_certainty_approximate`` = 1. To send the
+trainer's own value, put it in ``extra_info["self_certainty"]`` and set
+``SHOP_R1_SELF_CERTAINTY_SOURCE=provided``. A failure raises (after retries) rather than
+returning 0. Configuration: ``SHOP_R1_*`` variables (see :mod:`trainer_adapter._settings`).
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def compute_score_batch(
     extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
     **kwargs: Any,
 ) -> list[dict[str, float]]:
-    """verl ``batch`` reward manager entry: one dict per sample, in order."""
+    """verl 0.7.0 legacy ``batch`` reward manager entry: one dict per sample, in order."""
     count = len(solution_strs)
     extra_infos = list(extra_infos) if extra_infos is not None else [None] * count
     if not len(data_sources) == count == len(ground_truths) == len(extra_infos):

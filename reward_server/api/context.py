@@ -45,6 +45,24 @@ class AppContext:
             limit = min(limit, seconds)
         return time.monotonic() + limit
 
+    async def wait_ready(self, deadline: float) -> None:
+        """Return once the service can score, waiting for a model that is still loading
+        until ``deadline`` (``time.monotonic()``). Raises ``NotReady`` (503): at once with
+        the error when the load failed, with Retry-After when the deadline passes first."""
+        from reward_server.api.errors import NotReady
+
+        while not self.service.ready:
+            if self.load_error:
+                raise NotReady(f"model failed to load: {self.load_error}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotReady("the scoring model is still loading", retry_after=5)
+            task = self._load_task
+            if task is not None and not task.done():
+                await asyncio.wait({task}, timeout=remaining)  # never cancels the load
+            else:  # not started yet, or a reload in progress: look again shortly
+                await asyncio.sleep(min(remaining, 0.05))
+
     async def start(self) -> None:
         """Load the model in the background so probes answer while it loads."""
         if self.scorer is not None:

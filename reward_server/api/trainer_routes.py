@@ -1,6 +1,13 @@
 """Trainer-native routes: the request and response shapes that RL trainers' own reward
 clients speak (OpenRLHF ``--reward.remote_url``, slime ``remote_rm``), scored by the same
-service as ``/v1/rewards``."""
+service as ``/v1/rewards``.
+
+Both wait for a model that is still loading, within the request's deadline
+(``X-Request-Timeout`` or the server default), instead of answering 503 at once: the
+trainers' clients retry a few times a second apart and then drop the reward, so a 503
+during start-up would lose every reward of the first steps. A load that failed answers
+503 at once with the load error.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
-from reward_contract import strip_end_markers
+from reward_contract import RULE_COMPONENTS, strip_end_markers
+from reward_contract.query import split_query
 from reward_server.api.errors import ApiError
 from reward_server.api.routes import ERRORS, check_count, context_of
 from reward_server.protocol import (
@@ -22,12 +30,27 @@ from reward_server.protocol import (
 )
 from reward_server.results import ItemResult, result_dict
 
+# How each trainer names the dataset column it sends as the label: an unset column
+# arrives as "" (OpenRLHF) or null (slime), and only the trainer's flag fixes that.
+OPENRLHF_LABEL_HINT = (
+    "OpenRLHF sends the dataset column named by --data.label_key (--label_key before "
+    "v0.11) as the label: set it to the ground-truth action column"
+)
+SLIME_LABEL_HINT = (
+    "slime sends the dataset column named by --label-key as the label: set it to the "
+    "ground-truth action column"
+)
+PROMPT_TRUNCATED_DETAIL = (
+    "computed with the end of the prompt only: the trainer cut the prompt from the left "
+    "to fit its length budget"
+)
 
-def _item(completion: str, label: Any, prompt: Any, index: int | None) -> RewardItem:
-    where = "labels" if index is not None else "label"
-    param = f"{where}[{index}]" if index is not None else where
+
+def _item(
+    completion: str, label: Any, prompt: Any, param: str, label_hint: str
+) -> RewardItem:
     if label is None or label == "":
-        raise ApiError("a ground-truth label is required to score", param)
+        raise ApiError(f"{param} is empty: {label_hint}", param)
     try:
         return RewardItem(completion=completion, ground_truth=label, prompt=prompt)
     except ValidationError as exc:
@@ -37,32 +60,44 @@ def _item(completion: str, label: Any, prompt: Any, index: int | None) -> Reward
         raise ApiError(message, param + suffix if suffix != field else param) from None
 
 
-def _extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
+def _mark_truncated(result: ItemResult) -> ItemResult:
+    """A self-certainty computed on a cut prompt is labelled, never passed off as exact."""
+    if result.breakdown.self_certainty is None or result.certainty.source != "model":
+        return result
+    certainty = result.certainty._replace(
+        reason="prompt_truncated", detail=PROMPT_TRUNCATED_DETAIL, approximate=True
+    )
+    return result._replace(certainty=certainty)
+
+
+def extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
+    """Per-sample logs with the same keys on every response, whatever the batch holds.
+
+    OpenRLHF concatenates the ``extra_logs`` of one-sample responses and splits them per
+    experience, so a key missing from one response breaks the step. A self-certainty
+    that was not computed is ``0.0`` with ``self_certainty_missing`` = 1: the mean over
+    the samples that have one is ``mean(self_certainty) / (1 - mean(self_certainty_missing))``.
+    ``self_certainty_approximate`` = 1 marks a value computed without the whole prompt.
+    """
     breakdowns = [r.breakdown for r in results]
-    logs: dict[str, list[float]] = {
-        "format": [b.format for b in breakdowns],
-        "type": [b.type for b in breakdowns],
-        "attribute": [b.attribute for b in breakdowns],
-        "value": [b.value for b in breakdowns],
-        "format_ok": [float(b.failure_reason is None) for b in breakdowns],
-    }
-    certainties = [b.self_certainty for b in breakdowns]
-    # Logged as means by the trainer: a mean over a mix of values and gaps would mislead.
-    if certainties and all(value is not None for value in certainties):
-        logs["self_certainty"] = certainties  # type: ignore[assignment]
-    logs["self_certainty_missing"] = [float(value is None) for value in certainties]
+    logs = {name: [float(getattr(b, name)) for b in breakdowns] for name in RULE_COMPONENTS}
+    logs["format_ok"] = [float(b.failure_reason is None) for b in breakdowns]
+    values = [b.self_certainty for b in breakdowns]
+    logs["self_certainty"] = [0.0 if value is None else float(value) for value in values]
+    logs["self_certainty_missing"] = [float(value is None) for value in values]
+    logs["self_certainty_approximate"] = [float(r.certainty.approximate) for r in results]
     return logs
 
 
-async def openrlhf_reward(
-    body: OpenRLHFRequest, request: Request
-) -> dict[str, Any]:
+async def openrlhf_reward(body: OpenRLHFRequest, request: Request) -> dict[str, Any]:
     """OpenRLHF remote reward (``--reward.remote_url http://HOST:PORT/get_reward``).
 
-    The response text is the query with the prompt stripped from its front and trailing
-    end-of-turn markers removed; labels are the ground truths (JSON strings).
+    The response text is the query after the prompt (or after the end of a prompt the
+    trainer cut from the left), without trailing end-of-turn markers; labels are the
+    ground truths (JSON strings).
     """
     ctx = context_of(request)
+    deadline = ctx.deadline_from(request.headers)
     count = len(body.query)
     prompts = body.prompts if body.prompts is not None else [""] * count
     labels = body.labels if body.labels is not None else [None] * count
@@ -70,38 +105,54 @@ async def openrlhf_reward(
         if len(values) != count:
             raise ApiError(f"{len(values)} {name} for {count} queries", name)
     check_count(ctx, count, "query")
-    items = []
+    items, truncated = [], []
     for index, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
-        if not query.startswith(prompt):
-            raise ApiError("the prompt is not a prefix of the query", f"query[{index}]")
-        response_text = strip_end_markers(query[len(prompt) :])
-        items.append(_item(response_text, label, prompt or None, index))
-    scored = await ctx.service.score(
-        RewardRequest(items=items), ctx.deadline_from(request.headers)
-    )
+        split = split_query(query, prompt)
+        if split is None:
+            raise ApiError(
+                "the query holds neither the prompt nor the end of it: cannot tell where "
+                "the response starts",
+                f"query[{index}]",
+            )
+        response = strip_end_markers(split.response)
+        items.append(
+            _item(response, label, split.prompt or None, f"labels[{index}]", OPENRLHF_LABEL_HINT)
+        )
+        truncated.append(split.truncated)
+    await ctx.wait_ready(deadline)
+    scored = await ctx.service.score(RewardRequest(items=items), deadline)
+    results = [
+        _mark_truncated(result) if cut else result
+        for result, cut in zip(scored.results, truncated, strict=True)
+    ]
     return {
-        "rewards": [r.breakdown.reward for r in scored.results],
-        "scores": [r.breakdown.score for r in scored.results],
-        "extra_logs": _extra_logs(scored.results),
+        "rewards": [r.breakdown.reward for r in results],
+        "scores": [r.breakdown.score for r in results],
+        "extra_logs": extra_logs(results),
     }
 
 
-async def slime_reward(
-    body: SlimeRequest, request: Request
-) -> dict[str, Any]:
+async def slime_reward(body: SlimeRequest, request: Request) -> dict[str, Any]:
     """slime remote reward (``--rm-type remote_rm --rm-url http://HOST:PORT/slime/reward
-    --reward-key reward``): one sample in, a flat dict with ``reward`` and every component."""
+    --reward-key reward``): one sample in, a flat dict with ``reward`` and every component;
+    ``self_certainty`` is null when not computed (``self_certainty_reason`` says why) and
+    ``self_certainty_approximate`` is true when computed without the prompt."""
     ctx = context_of(request)
-    item = _item(strip_end_markers(body.response), body.label, body.prompt, None)
-    scored = await ctx.service.score(
-        RewardRequest(items=[item]), ctx.deadline_from(request.headers)
+    deadline = ctx.deadline_from(request.headers)
+    item = _item(
+        strip_end_markers(body.response), body.label, body.prompt, "label", SLIME_LABEL_HINT
     )
+    await ctx.wait_ready(deadline)
+    scored = await ctx.service.score(RewardRequest(items=[item]), deadline)
     result = result_dict(scored.results[0])
     failure = result["format_error"]
+    certainty = result["certainty"]
     return {
         "reward": result["reward"],
         "score": result["score"],
         **result["components"],
+        "self_certainty_approximate": certainty["approximate"],
+        "self_certainty_reason": certainty["reason"],
         "format_ok": result["format_ok"],
         "format_error": failure["reason"] if failure else None,
         "config_hash": scored.config_hash,

@@ -1,12 +1,11 @@
 """OpenRLHF ``.py`` mode, verl (batch and async per-sample) and slime adapters against a
 live rules-only service, with inputs shaped exactly as those trainers build them
-(``TRAINERS.md``; neither trainer installs here)."""
+(the trainers' own code drives the same adapters in ``tests/trainers``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 from types import SimpleNamespace
 
 import httpx
@@ -26,14 +25,17 @@ def answer(action: dict, rationale: str = "I look for reviews first.") -> str:
     return json.dumps({"rationale": rationale, "action": action})
 
 
-ROWS = [  # (response, ground truth, reward): REWARD_SPEC section 7
+ROWS = [  # (response, ground truth, reward): REWARD_CONTRACT.md §7
     (answer(CLICK), CLICK, 1001.0),
     (answer({**SEARCH, "text": "gaming laptop"}), SEARCH, 1.1),
     (answer(TERMINATE), TERMINATE, 0.8),
     ("```json\n" + answer(TERMINATE) + "\n```", TERMINATE, 0.0),
     (answer(TERMINATE), {"type": "click", "name": "buy_now"}, 0.5),
 ]
-COMPONENTS = {"format", "type", "attribute", "value", "format_ok", "self_certainty_missing"}
+COMPONENTS = {
+    "format", "type", "attribute", "value", "format_ok",
+    "self_certainty", "self_certainty_missing", "self_certainty_approximate",
+}
 
 
 def chat_prompt(user: str) -> str:
@@ -83,16 +85,36 @@ def test_openrlhf_reward_func_matches_url_mode(service_env):
     ).json()
     assert url_mode["rewards"] == pytest.approx(out["rewards"].tolist())
     assert url_mode["scores"] == pytest.approx(out["scores"].tolist())
+    assert set(url_mode["extra_logs"]) == set(out["extra_logs"])  # one key set, both modes
+    for name, values in url_mode["extra_logs"].items():
+        assert values == pytest.approx(out["extra_logs"][name].tolist()), name
+
+
+def test_openrlhf_reward_func_left_truncated_prompt(service_env):
+    """OpenRLHF cuts an over-long prompt from the left: the query then starts inside it."""
+    queries, prompts, labels = openrlhf_batch()
+    long_prompts = [chat_prompt("page html " * 200 + f"step {i}") for i in range(len(ROWS))]
+    full = [lp + q[len(p) :] for lp, p, q in zip(long_prompts, prompts, queries, strict=True)]
+    cut = [query[len(lp) - 300 :] for query, lp in zip(full, long_prompts, strict=True)]
+    out = openrlhf.reward_func(cut, long_prompts, labels)
+    assert out["rewards"].tolist() == pytest.approx([r for _, _, r in ROWS])
+    # No self-certainty here (rules-only service): nothing is flagged approximate.
+    assert out["extra_logs"]["self_certainty_approximate"].tolist() == [0.0] * len(ROWS)
+    items, was_cut = openrlhf.build_items(cut, long_prompts, labels)
+    assert was_cut == [True] * len(ROWS)
+    assert all(item.prompt == p[-300:] for item, p in zip(items, long_prompts, strict=True))
 
 
 def test_openrlhf_reward_func_errors_say_what_to_do(service_env):
     queries, prompts, labels = openrlhf_batch()
-    with pytest.raises(ValueError, match="label_key"):
+    with pytest.raises(ValueError, match=r"--data\.label_key"):
         openrlhf.reward_func(queries, prompts, [""] * len(queries))
+    with pytest.raises(ValueError, match="cannot tell where the response starts"):
+        openrlhf.reward_func(["unrelated text"], prompts[:1], labels[:1])
     with pytest.raises(BadRequestError) as caught:
         openrlhf.reward_func(queries, prompts, [*labels[:-1], '{"type": "bogus"}'])
     assert caught.value.param == f"items[{len(ROWS) - 1}].ground_truth.type"
-    assert openrlhf.reward_func([], [], [])["extra_logs"] == {}
+    assert set(openrlhf.reward_func([], [], [])["extra_logs"]) == COMPONENTS
 
 
 def verl_batch() -> dict:
@@ -115,8 +137,10 @@ def test_verl_batch_compute_score(service_env):
     assert [r["score"] for r in results] == pytest.approx([r for _, _, r in ROWS])
     keys = {frozenset(r) for r in results}
     assert len(keys) == 1  # verl needs the same key set for every sample
-    assert {"score", "score_normalized", *COMPONENTS, "self_certainty"} == set(results[0])
-    assert all(math.isnan(r["self_certainty"]) for r in results)  # missing: NaN, never 0
+    assert {"score", "score_normalized", *COMPONENTS} == set(results[0])
+    # Not computed (rules-only service): flagged missing, and 0.0 so that means stay finite.
+    assert all(r["self_certainty_missing"] == 1.0 for r in results)
+    assert all(r["self_certainty"] == 0.0 for r in results)
 
 
 async def test_verl_async_compute_score_coalesces(service_env, monkeypatch):

@@ -1,5 +1,5 @@
 """The client and adapters stay light (no torch, no fastapi, no server internals), and the
-torch self-certainty helper matches the REWARD_SPEC section-4 formulas."""
+torch self-certainty helper matches the REWARD_CONTRACT.md §4 formulas."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_rationale_span_and_token_mask():
 
 
 def test_provided_self_certainty_reaches_the_reward(rules_server):
-    """A trainer-computed value sent as ``provided`` adds alpha * s (REWARD_SPEC 4-5)."""
+    """A trainer-computed value sent as ``provided`` adds alpha * s (REWARD_CONTRACT.md §4-5)."""
     from client import RewardClient
 
     logits = torch.randn(1, 4, 50)
