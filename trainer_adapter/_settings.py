@@ -1,7 +1,7 @@
 """Adapter configuration from environment variables, and the shared clients.
 
 Trainers import an adapter module by path and call its function, so the adapter is the
-entry point: it is the one place that reads ``os.environ`` (house habit 5). Variables:
+entry point: it is the one place that reads ``os.environ``. Variables:
 
 =================================  =========================================================
 ``SHOP_R1_REWARD_URL``             base URL(s), comma-separated (default
@@ -30,87 +30,89 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from client import DEFAULT_URL, AsyncRewardClient, RetryPolicy, RewardClient
+from reward_contract import CertaintySource
 
 PREFIX = "SHOP_R1_"
-SOURCES = ("model", "provided", "none")
 
 
-@dataclass(frozen=True)
-class AdapterSettings:
-    """Everything an adapter needs to build its client and requests."""
+class AdapterSettings(BaseSettings):
+    """Everything an adapter needs to build its client and requests: one pydantic-settings
+    model over the ``SHOP_R1_*`` variables above (the field name is the variable's suffix;
+    an empty variable counts as unset)."""
 
-    urls: str = DEFAULT_URL
-    api_key: str | None = field(default=None, repr=False)
-    timeout: float = 120.0
-    chunk_size: int = 512
-    max_concurrency: int = 16
-    max_attempts: int = 5
-    self_certainty_source: str | None = None
-    config_json: str | None = None
-    batch_wait_ms: float = 5.0
-    batch_max_items: int = 256
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+    reward_url: str = DEFAULT_URL
+    api_key: str | None = Field(None, repr=False)
+    reward_timeout: float = Field(120.0, gt=0)
+    reward_chunk_size: int = Field(512, ge=1)
+    reward_max_concurrency: int = Field(16, ge=1)
+    reward_max_attempts: int = Field(5, ge=1)
+    self_certainty_source: CertaintySource | None = None
+    reward_config: str | None = None  # JSON text, kept as text so the settings hash
+    reward_batch_wait_ms: float = Field(5.0, ge=0)
+    reward_batch_max_items: int = Field(256, ge=1)
+
+    @field_validator("reward_config")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+            if not isinstance(parsed, dict):
+                raise ValueError("must be a JSON object")
+        return value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AdapterSettings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name)
-            return value.strip() if value and value.strip() else None
-
-        def number(name: str, default: float, kind: type = float) -> Any:
-            raw = get(name)
-            try:
-                return kind(raw) if raw is not None else default
-            except ValueError:
-                raise ValueError(f"{PREFIX}{name}={raw!r} is not a {kind.__name__}") from None
-
-        source = get("SELF_CERTAINTY_SOURCE")
-        if source is not None and source not in SOURCES:
-            raise ValueError(f"{PREFIX}SELF_CERTAINTY_SOURCE must be one of {SOURCES}")
-        settings = cls(
-            urls=get("REWARD_URL") or DEFAULT_URL,
-            api_key=get("API_KEY"),
-            timeout=number("REWARD_TIMEOUT", 120.0),
-            chunk_size=number("REWARD_CHUNK_SIZE", 512, int),
-            max_concurrency=number("REWARD_MAX_CONCURRENCY", 16, int),
-            max_attempts=number("REWARD_MAX_ATTEMPTS", 5, int),
-            self_certainty_source=source,
-            config_json=get("REWARD_CONFIG"),
-            batch_wait_ms=number("REWARD_BATCH_WAIT_MS", 5.0),
-            batch_max_items=number("REWARD_BATCH_MAX_ITEMS", 256, int),
-        )
-        settings.config()  # fail early on bad JSON
-        return settings
+    def from_env(cls) -> AdapterSettings:
+        """The settings the environment gives now (read again whenever it changes, so a
+        script may set the variables after importing an adapter). Raises ValueError
+        naming the variable when one is invalid."""
+        snapshot = tuple(sorted(
+            (name, value) for name, value in os.environ.items() if name.startswith(PREFIX)
+        ))
+        return _settings_for(cls, snapshot)
 
     def config(self) -> dict[str, Any] | None:
         """The per-request reward overrides (``SHOP_R1_REWARD_CONFIG``), if any."""
-        if not self.config_json:
-            return None
-        try:
-            value = json.loads(self.config_json)
-        except ValueError as exc:
-            raise ValueError(f"{PREFIX}REWARD_CONFIG is not JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"{PREFIX}REWARD_CONFIG must be a JSON object")
-        return value
+        return json.loads(self.reward_config) if self.reward_config else None
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
             "api_key": self.api_key,
-            "timeout": self.timeout,
-            "chunk_size": self.chunk_size,
-            "max_concurrency": self.max_concurrency,
-            "retry": RetryPolicy(max_attempts=self.max_attempts),
+            "timeout": self.reward_timeout,
+            "chunk_size": self.reward_chunk_size,
+            "max_concurrency": self.reward_max_concurrency,
+            "retry": RetryPolicy(max_attempts=self.reward_max_attempts),
         }
 
     def score_kwargs(self) -> dict[str, Any]:
         return {"config": self.config(), "self_certainty_source": self.self_certainty_source}
+
+
+@lru_cache(maxsize=64)
+def _settings_for(
+    cls: type[AdapterSettings], snapshot: tuple[tuple[str, str], ...]
+) -> AdapterSettings:
+    # Adapters are called per sample: building the model once per distinct environment
+    # keeps that off the hot path. ``snapshot`` is the key; the model reads os.environ.
+    try:
+        return cls()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = PREFIX + str(error["loc"][0]).upper() if error["loc"] else PREFIX + "*"
+        raise ValueError(f"{name}: {error['msg']}") from None
 
 
 _lock = threading.Lock()
@@ -125,7 +127,7 @@ def sync_client(settings: AdapterSettings) -> RewardClient:
     """The process-wide blocking client for ``settings`` (pooled connections reused)."""
     with _lock:
         if settings not in _sync:
-            _sync[settings] = RewardClient(settings.urls, **settings.client_kwargs())
+            _sync[settings] = RewardClient(settings.reward_url, **settings.client_kwargs())
         return _sync[settings]
 
 
@@ -135,7 +137,9 @@ def async_client(settings: AdapterSettings) -> AsyncRewardClient:
     with _lock:
         cached = _async.get(loop)
         if cached is None or cached[0] != settings:
-            cached = (settings, AsyncRewardClient(settings.urls, **settings.client_kwargs()))
+            cached = (
+                settings, AsyncRewardClient(settings.reward_url, **settings.client_kwargs())
+            )
             _async[loop] = cached
         return cached[1]
 

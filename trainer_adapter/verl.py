@@ -115,10 +115,10 @@ class _Coalescer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RewardResult] = loop.create_future()
         self.pending.append((item, future))
-        if len(self.pending) >= self.settings.batch_max_items:
+        if len(self.pending) >= self.settings.reward_batch_max_items:
             self.flush()
         elif self.timer is None:
-            self.timer = loop.call_later(self.settings.batch_wait_ms / 1000, self.flush)
+            self.timer = loop.call_later(self.settings.reward_batch_wait_ms / 1000, self.flush)
         return await future
 
     def flush(self) -> None:

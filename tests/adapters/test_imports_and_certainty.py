@@ -18,7 +18,7 @@ def test_client_and_adapters_import_neither_torch_nor_fastapi():
     code = (
         "import sys, client, trainer_adapter, trainer_adapter.openrlhf, trainer_adapter.verl, "
         "trainer_adapter.trl, trainer_adapter.slime\n"
-        "heavy = [m for m in ('torch', 'fastapi', 'transformers', 'reward_server', 'pydantic')"
+        "heavy = [m for m in ('torch', 'fastapi', 'transformers', 'reward_server', 'uvicorn')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -108,3 +108,26 @@ def test_provided_self_certainty_reaches_the_reward(rules_server):
         result = client.score([item], self_certainty_source="provided")[0]
     assert result.components.self_certainty == pytest.approx(value)
     assert result.reward == pytest.approx(0.8 + 0.005 * value)
+
+
+def test_adapter_settings_come_from_the_environment_and_name_bad_variables(monkeypatch):
+    from trainer_adapter import AdapterSettings
+
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SHOP_R1_REWARD_CONFIG", '{"temperature": 0.6}')
+    monkeypatch.setenv("SHOP_R1_REWARD_TIMEOUT", "")  # empty counts as unset
+    settings = AdapterSettings.from_env()
+    assert settings.reward_url == "http://127.0.0.1:9" and settings.reward_timeout == 120.0
+    assert settings.score_kwargs()["config"] == {"temperature": 0.6}
+    assert AdapterSettings.from_env() is settings  # built once per distinct environment
+    monkeypatch.setenv("SHOP_R1_REWARD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SHOP_R1_REWARD_TIMEOUT"):
+        AdapterSettings.from_env()
+    monkeypatch.setenv("SHOP_R1_REWARD_TIMEOUT", "30")
+    monkeypatch.setenv("SHOP_R1_REWARD_CONFIG", "[1]")
+    with pytest.raises(ValueError, match=r"SHOP_R1_REWARD_CONFIG: .*JSON object"):
+        AdapterSettings.from_env()
+    monkeypatch.setenv("SHOP_R1_REWARD_CONFIG", "{}")
+    monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "oracle")
+    with pytest.raises(ValueError, match="SHOP_R1_SELF_CERTAINTY_SOURCE"):
+        AdapterSettings.from_env()
