@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from reward_contract import RULE_COMPONENTS, strip_end_markers
 from reward_contract.query import split_query
+from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.errors import ApiError
 from reward_server.api.routes import ERRORS, check_count, context_of
 from reward_server.protocol import (
@@ -89,7 +90,7 @@ def extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
     return logs
 
 
-async def openrlhf_reward(body: OpenRLHFRequest, request: Request) -> dict[str, Any]:
+async def openrlhf_reward(request: Request) -> dict[str, Any]:
     """OpenRLHF remote reward (``--reward.remote_url http://HOST:PORT/get_reward``).
 
     The response text is the query after the prompt (or after the end of a prompt the
@@ -98,6 +99,7 @@ async def openrlhf_reward(body: OpenRLHFRequest, request: Request) -> dict[str, 
     """
     ctx = context_of(request)
     deadline = ctx.deadline_from(request.headers)
+    body = await validated_body(request, OpenRLHFRequest)
     count = len(body.query)
     prompts = body.prompts if body.prompts is not None else [""] * count
     labels = body.labels if body.labels is not None else [None] * count
@@ -132,13 +134,14 @@ async def openrlhf_reward(body: OpenRLHFRequest, request: Request) -> dict[str, 
     }
 
 
-async def slime_reward(body: SlimeRequest, request: Request) -> dict[str, Any]:
+async def slime_reward(request: Request) -> dict[str, Any]:
     """slime remote reward (``--rm-type remote_rm --rm-url http://HOST:PORT/slime/reward
     --reward-key reward``): one sample in, a flat dict with ``reward`` and every component;
     ``self_certainty`` is null when not computed (``self_certainty_reason`` says why) and
     ``self_certainty_approximate`` is true when computed without the prompt."""
     ctx = context_of(request)
     deadline = ctx.deadline_from(request.headers)
+    body = await validated_body(request, SlimeRequest)
     item = _item(
         strip_end_markers(body.response), body.label, body.prompt, "label", SLIME_LABEL_HINT
     )
@@ -161,5 +164,11 @@ async def slime_reward(body: SlimeRequest, request: Request) -> dict[str, Any]:
 
 def add_trainer_routes(app: FastAPI) -> None:
     """Register the trainer-native routes on ``app``."""
-    app.post("/get_reward", response_model=OpenRLHFResponse, responses=ERRORS)(openrlhf_reward)
-    app.post("/slime/reward", responses=ERRORS)(slime_reward)
+    app.post(
+        "/get_reward", response_model=OpenRLHFResponse, responses=ERRORS,
+        openapi_extra=body_openapi(OpenRLHFRequest),
+    )(openrlhf_reward)
+    app.post("/slime/reward", responses=ERRORS, openapi_extra=body_openapi(SlimeRequest))(
+        slime_reward
+    )
+    add_body_schemas(app, [OpenRLHFRequest, SlimeRequest])
