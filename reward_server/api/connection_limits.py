@@ -18,15 +18,20 @@ uvicorn's own ``HttpToolsProtocol`` with four limits added:
   idle between requests); only when every connection is busy is the new one refused.
   Probes and real requests therefore get in while slow connections are shed.
 
+Timeouts are deadlines that one sweeper per event loop checks a few times a second (at
+most a second late), not a timer per connection and request.
+
 The limits travel on :class:`LimitedConfig` (a ``uvicorn.Config``), so worker processes
 receive them with the rest of uvicorn's configuration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +89,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
         self._header_overflow = False
-        self._timer: Any = None
+        self._deadline: float | None = None
+        self._deadline_kind: str | None = None
 
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -93,11 +99,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._reject(503, b"Service Unavailable", "overloaded",
                          "too many open connections; retry shortly")
             return
+        _Sweeper.ensure(self.loop, self.connections, self.limits)
         self._await_headers()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def _evict_one(self) -> bool:
         """Close the oldest other connection that is not in a request; False if none."""
@@ -111,31 +114,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         oldest.transport.close()
         return True
 
-    # -- timers --------------------------------------------------------------------------
-    def _arm(self, seconds: float, handler: Any) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, handler)
+    # -- deadlines ------------------------------------------------------------------------
+    # A deadline is a number checked by the loop's sweeper (see _Sweeper), not a timer:
+    # arming and cancelling timers several times per request cost a measurable share of a
+    # small request (bench/bench_connection_limits.py).
+    def _expect(self, kind: str | None, seconds: float = 0.0) -> None:
+        self._deadline_kind = kind
+        self._deadline = time.monotonic() + seconds if kind is not None else None
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _header_timeout(self) -> None:
-        self._timer = None
-        self._reject(408, b"Request Timeout", "request_timeout",
-                     f"request headers not received within {self.limits.header_timeout:g} s")
-
-    def _body_timeout(self) -> None:
-        self._timer = None
-        if self.flow.read_paused:  # the server, not the client, is holding the body back
-            self._arm(self.limits.body_timeout, self._body_timeout)
+    def check_deadline(self, now: float) -> None:
+        """Act on a passed deadline (called by the sweeper)."""
+        if self._deadline is None or now < self._deadline or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_started:
+        if self._deadline_kind == "headers":
+            self._expect(None)
             self._reject(408, b"Request Timeout", "request_timeout",
-                         f"request body stalled for {self.limits.body_timeout:g} s")
-        elif not self.transport.is_closing():
-            self.transport.close()
+                         f"request headers not received within {self.limits.header_timeout:g} s")
+        elif self.flow.read_paused:  # the server, not the client, is holding the body back
+            self._expect("body", self.limits.body_timeout)
+        else:
+            self._expect(None)
+            if self.cycle is not None and not self.cycle.response_started:
+                self._reject(408, b"Request Timeout", "request_timeout",
+                             f"request body stalled for {self.limits.body_timeout:g} s")
+            else:
+                self.transport.close()
 
     def _reject(self, status: int, reason: bytes, kind: str, message: str) -> None:
         if self.transport.is_closing():
@@ -160,7 +163,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def _reject_headers(self) -> None:
-        self._disarm()
+        self._expect(None)
         self._reject(431, b"Request Header Fields Too Large", "request_header_fields_too_large",
                      f"request line and headers over the limit of "
                      f"{self.limits.max_header_bytes} bytes")
@@ -173,15 +176,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_overflow = True
             raise ValueError("request headers over the limit")
         self.awaiting_headers = False
-        self._arm(self.limits.body_timeout, self._body_timeout)
+        self._expect("body", self.limits.body_timeout)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        self._arm(self.limits.body_timeout, self._body_timeout)
+        self._expect("body", self.limits.body_timeout)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._expect(None)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -195,4 +198,42 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_headers = True
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
-        self._arm(self.limits.header_timeout, self._header_timeout)
+        self._expect("headers", self.limits.header_timeout)
+
+
+class _Sweeper:
+    """Checks the deadlines of one server's connections a few times a second.
+
+    One per event loop, started by the first connection and stopped once no connection is
+    left; a deadline is noticed at most ``interval`` late.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any],
+                 interval: float) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.interval = interval
+        self.loop.call_later(interval, self.sweep)
+
+    @classmethod
+    def ensure(cls, loop: asyncio.AbstractEventLoop, connections: set[Any],
+               limits: ConnectionLimits) -> None:
+        if loop not in _sweepers:
+            interval = min(1.0, limits.header_timeout / 4, limits.body_timeout / 4)
+            _sweepers[loop] = cls(loop, connections, interval)
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for protocol in list(self.connections):
+            check = getattr(protocol, "check_deadline", None)
+            if check is not None:
+                check(now)
+        if self.connections:
+            self.loop.call_later(self.interval, self.sweep)
+        else:
+            _sweepers.pop(self.loop, None)
+
+
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
