@@ -10,6 +10,7 @@ the application (e.g. the API key from a Kubernetes Secret).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray import serve
@@ -105,6 +106,14 @@ def build_application(server: ServerSettings, cluster: RaySettings) -> Applicati
 
 
 def app_builder(args: dict[str, Any]) -> Application:
-    """Serve's application builder (``import_path: reward_server.ray_serve.app:app_builder``)."""
-    server, cluster = split_settings(dict(args))
+    """Serve's application builder (``import_path: reward_server.ray_serve.app:app_builder``).
+
+    The HTTP address is the cluster's (the config's ``http_options``), which a config
+    deployed this way usually opens beyond loopback; so unless ``host`` says otherwise
+    (in ``args`` or ``SHOP_R1_HOST``) the service counts as exposed and needs an API key.
+    """
+    values = dict(args)
+    if "host" not in values and "SHOP_R1_HOST" not in os.environ:
+        values["host"] = "0.0.0.0"
+    server, cluster = split_settings(values)
     return build_application(server, cluster)

@@ -103,7 +103,9 @@ class CertaintyModel:
         """Self-certainty of ``requests`` (one prompt group, or items without a prompt)."""
         deadline = None if remaining_s is None else time.monotonic() + remaining_s
         try:
-            if key is not None and self._groups is not None:
+            # A call of one item is a sample sent on its own (a trainer posting one
+            # sample per request); a call of several already holds its group together.
+            if key is not None and self._groups is not None and len(requests) == 1:
                 results = await self._groups.submit(key, requests, deadline)
             else:
                 results = await self._scorer.score(requests, deadline)

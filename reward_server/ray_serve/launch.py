@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import signal
 import socket
 import threading
@@ -154,6 +155,28 @@ def check_resources(resources: dict[str, float], server: ServerSettings,
         )
 
 
+HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def use_haproxy(server: ServerSettings, cluster: RaySettings) -> None:
+    """Have the local cluster put HAProxy in front of the ingress replicas.
+
+    Ray reads the flag from the environment of its processes when they start, so it
+    applies to a cluster this process starts, and must be set before Ray is imported."""
+    if cluster.ray_address is not None:
+        raise LaunchError(
+            "--serve-proxy haproxy applies to a local cluster only: on an existing cluster "
+            f"the proxy is the cluster's; start each of its nodes with {HAPROXY_FLAG}=1 "
+            "(`ray start` and the head alike) and leave --serve-proxy out"
+        )
+    if not server.api_key:
+        raise LaunchError(
+            "--serve-proxy haproxy binds every interface (Ray forces it, so HAProxy on other "
+            "nodes can reach the replicas): pass --api-key or set SHOP_R1_API_KEY"
+        )
+    os.environ[HAPROXY_FLAG] = "1"
+
+
 @dataclass
 class Running:
     """A deployed application and how to take it down."""
@@ -184,6 +207,8 @@ def start(server: ServerSettings, cluster: RaySettings, ready_timeout_s: float =
             "--workers does not apply on Ray: set --ingress-min-replicas / "
             "--ingress-max-replicas instead"
         )
+    if cluster.serve_proxy == "haproxy":
+        use_haproxy(server, cluster)
     ray = require_ray()
     started_cluster = connect(ray, cluster)
     try:

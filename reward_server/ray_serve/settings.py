@@ -24,6 +24,7 @@ ENV_PREFIX = "SHOP_R1_"
 PROMPT_HASH_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
 
 RoutingMode = Literal["prompt_hash", "balanced"]
+ProxyKind = Literal["python", "haproxy"]
 BackpressureMode = Literal["spill", "wait"]
 
 
@@ -54,6 +55,12 @@ class RaySettings(BaseModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (unset: all)")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (unset: all)")
     app_name: str = Field("shop-r1-reward", min_length=1, description="Serve application name")
+    serve_proxy: ProxyKind = Field(
+        "python",
+        description="HTTP entry of a local cluster: Serve's Python proxy, or HAProxy in front "
+        "of the ingress replicas' own HTTP servers (Ray's RAY_SERVE_ENABLE_HA_PROXY; binds "
+        "all interfaces, so it needs an API key)",
+    )
     route_prefix: str = Field("/", description="HTTP route prefix of the application")
 
     ingress_min_replicas: int = Field(1, ge=1, description="fewest HTTP ingress replicas")
@@ -92,7 +99,7 @@ class RaySettings(BaseModel):
     )
     spill_replicas: int = Field(1, ge=1, description="replicas tried after a full one (spill)")
     group_window_ms: float = Field(
-        20.0, ge=0, le=10000,
+        500.0, ge=0, le=10000,
         description="a model replica holds a prompt's first call this long for its group's "
         "other members, then scores them as one (0: off)",
     )

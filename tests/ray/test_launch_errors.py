@@ -58,24 +58,20 @@ def test_bad_cluster_setting_names_its_flag() -> None:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_gpus_requested_where_the_cluster_has_none(ray_cluster) -> None:
+@pytest.mark.parametrize(("flags", "messages"), [
+    (("--model-num-gpus", "1"),
+     ("needs 1 GPU(s), but the Ray cluster at", "has 0", "--model-num-gpus 0")),
+    (("--model-resources", '{"tpu_pod": 1}'),
+     ("--model-resources asks 1 of 'tpu_pod'", "ray start --resources")),
+])
+def test_resources_the_cluster_lacks_are_refused(ray_cluster, flags, messages) -> None:
+    """GPUs (or a custom resource) per model replica that the cluster does not have: the
+    command names the cause and the fix, and deploys nothing."""
     from ray import serve
 
     result = _ray_serve("--model", "embedded", "--ray-address", ray_cluster.address,
-                        "--app-name", "gpu-app", "--model-num-gpus", "1")
+                        "--app-name", "unplaceable", *flags)
     assert result.returncode == 2, result.stderr
-    assert "needs 1 GPU(s), but the Ray cluster at" in result.stderr
-    assert "has 0" in result.stderr and "--model-num-gpus 0" in result.stderr
-    assert "gpu-app" not in serve.status().applications
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_custom_resource_the_cluster_lacks(ray_cluster) -> None:
-    from ray import serve
-
-    result = _ray_serve("--model", "embedded", "--ray-address", ray_cluster.address,
-                        "--app-name", "pinned-app", "--model-resources", '{"tpu_pod": 1}')
-    assert result.returncode == 2, result.stderr
-    assert "--model-resources asks 1 of 'tpu_pod'" in result.stderr
-    assert "pinned-app" not in serve.status().applications
+    for message in messages:
+        assert message in result.stderr
+    assert "unplaceable" not in serve.status().applications
