@@ -128,7 +128,7 @@ class RemoteCertaintyScorer:
         try:
             states = await self._broadcast("state", timeout_s=10.0)
         except (ScorerNotReady, *_REPLICA_GONE) as exc:
-            log.info("model deployment not ready: %s", exc)
+            log.debug("model deployment not ready: %s", exc)
             states = []
         live = [s for s in states if isinstance(s, ModelState)]
         self._last_states = live
