@@ -36,7 +36,8 @@ from reward_server.ray_serve.replica_metrics import MetricsEndpoint, ObserverFan
 from reward_server.ray_serve.wire import MetricsTarget, ModelFailure, ModelState
 from reward_server.telemetry import Telemetry
 
-log = logging.getLogger(__name__)
+# Under Serve's logger, so that the lines land in the replica's log file with Serve's own.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 
 def _identity() -> tuple[str, str, str, str]:
@@ -72,6 +73,7 @@ class CertaintyModel:
         self._generation = 0
         self._model_dir: str | None = None
         self._reload_lock = asyncio.Lock()
+        self._in_flight = 0
         await self._catch_up_with_peers()
         self._metrics = (
             _metrics_endpoint(self._deployment, self._replica, self._node_id)
@@ -102,6 +104,7 @@ class CertaintyModel:
     ) -> list[CertaintyResult] | ModelFailure:
         """Self-certainty of ``requests`` (one prompt group, or items without a prompt)."""
         deadline = None if remaining_s is None else time.monotonic() + remaining_s
+        self._in_flight += 1
         try:
             # A call of one item is a sample sent on its own (a trainer posting one
             # sample per request); a call of several already holds its group together.
@@ -113,6 +116,8 @@ class CertaintyModel:
             return ModelFailure.of(exc)
         except TimeoutError:
             return ModelFailure("deadline", "deadline passed while the group was scored")
+        finally:
+            self._in_flight -= 1
         self._counts.record_key(key, len(requests))
         return results
 
@@ -124,6 +129,7 @@ class CertaintyModel:
             ready=self._scorer.ready,
             generation=self._generation,
             model_dir=self._model_dir,
+            in_flight=self._in_flight,
         )
 
     async def reload(self, model_dir: str, generation: int) -> ModelState:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import logging
 import os
 import signal
 import socket
@@ -22,8 +21,6 @@ from typing import Any
 
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.settings import RAY_SERIES, RaySettings
-
-log = logging.getLogger(__name__)
 
 INSTALL_HINT = f"pip install 'shop-r1-reward[ray]' (ray[serve]=={RAY_SERIES}.*)"
 DEFAULT_GCS_PORT = 6379

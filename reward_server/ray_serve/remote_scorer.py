@@ -44,7 +44,8 @@ from reward_server.certainty.types import (
 from reward_server.ray_serve.routing import group_by_prompt
 from reward_server.ray_serve.wire import ModelFailure, ModelState
 
-log = logging.getLogger(__name__)
+# Under Serve's logger, so that the lines land in the replica's log file with Serve's own.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 # A replica that died with the call in flight, or one the router had already dropped.
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)
@@ -82,6 +83,8 @@ class RemoteCertaintyScorer:
         # The newest reload this ingress has seen done: (generation, model_dir).
         self._newest: tuple[int, str | None] = (0, None)
         self._last_states: list[ModelState] = []
+        # (replica, generation) pairs the convergence has already re-sent.
+        self._pushed: set[tuple[str, int]] = set()
         # Calls sent again because their replica died or was removed under them.
         self.calls_resent = 0
 
@@ -142,13 +145,18 @@ class RemoteCertaintyScorer:
         return self._ready
 
     async def _converge(self) -> None:
-        """Re-send the newest reload if a replica serves older weights (a replica that
-        started after it, or restarted)."""
+        """Re-send the newest reload to a replica that serves older weights (one started
+        after it, or restarted), once per replica and generation: a replica that cannot
+        load them keeps failing its own way, not in a loop."""
         generation, model_dir = self._newest
-        if model_dir is None or all(s.generation >= generation for s in self._last_states):
+        behind = {s.replica for s in self._last_states if s.generation < generation}
+        behind -= {replica for replica, g in self._pushed if g == generation}
+        if model_dir is None or not behind:
             return
+        self._pushed |= {(replica, generation) for replica in behind}
         async with self._reload_lock:
-            log.info("a model replica is behind generation %d: reloading %s", generation, model_dir)
+            log.info("model replicas %s are behind generation %d: reloading %s",
+                     sorted(behind), generation, model_dir)
             await self._broadcast("reload", model_dir, generation, timeout_s=self._reload_timeout_s)
 
     async def _broadcast(self, method: str, *args: Any, timeout_s: float) -> list[Any]:

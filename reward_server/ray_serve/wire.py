@@ -51,7 +51,8 @@ class ModelState:
     """One model replica as it reports itself: which weights it serves and where.
 
     ``generation`` orders reloads (0: the weights it started with); ``error`` is set when
-    the reload it was just asked for failed (its weights are then unchanged)."""
+    the reload it was just asked for failed (its weights are then unchanged);
+    ``in_flight`` counts the scoring calls it holds."""
 
     replica: str
     node_id: str
@@ -60,6 +61,7 @@ class ModelState:
     generation: int = 0
     model_dir: str | None = None
     error: str | None = None
+    in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,27 +207,23 @@ async def test_reload_reaches_every_model_replica(model_app: ModelApp) -> None:
     assert all(_same(g, w) for g, w in zip(got["results"], want["results"], strict=True))
 
 
-def _ingress_readiness() -> dict[str, Any]:
-    from ray import serve
-
-    return serve.get_deployment_handle("RewardIngress", APP).readiness.remote().result(
-        timeout_s=60
-    )
-
-
-def _kill_one_model_replica(ray_cluster: RayCluster) -> str:
+def _kill_a_busy_model_replica() -> Any:
+    """Kill a model replica as soon as one holds scoring calls; its state then."""
     import ray
 
-    states = _states()
-    victim = states[0].replica
-    name = f"SERVE_REPLICA::{APP}#CertaintyModel#{victim}"
+    deadline = time.monotonic() + 60
+    while True:
+        busy = [s for s in _states() if s.in_flight > 0]
+        if busy:
+            break
+        assert time.monotonic() < deadline, "no model replica ever held a call"
+        time.sleep(0.1)
+    name = f"SERVE_REPLICA::{APP}#CertaintyModel#{busy[0].replica}"
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-    return victim
+    return busy[0]
 
 
-def test_killed_model_replica_loses_and_repeats_nothing(
-    model_app: ModelApp, ray_cluster: RayCluster
-) -> None:
+def test_killed_model_replica_loses_and_repeats_nothing(model_app: ModelApp) -> None:
     """Per-sample load through the project's client while a model replica is killed:
     every item comes back once, in order, equal to its answer before the kill; Serve
     replaces the replica and the new one serves the same (reloaded) weights."""
@@ -243,24 +240,45 @@ def test_killed_model_replica_loses_and_repeats_nothing(
 
     baseline = asyncio.run(score_all())
 
-    async def score_while_killing() -> list[Any]:
+    async def score_while_killing() -> tuple[Any, list[Any]]:
         task = asyncio.ensure_future(score_all())
-        await asyncio.sleep(1.0)
-        victim = await asyncio.to_thread(_kill_one_model_replica, ray_cluster)
-        results = await task
-        return victim, results
+        victim = await asyncio.to_thread(_kill_a_busy_model_replica)
+        return victim, await task
 
     victim, results = asyncio.run(score_while_killing())
-    assert _ingress_readiness()["model_calls_resent"] > 0, "the kill hit no call in flight"
+    assert victim.in_flight > 0  # the calls it held were answered by the others
     assert [r.id for r in results] == [it["id"] for it in items]
     for before, after in zip(baseline, results, strict=True):
         assert after.components == before.components or math.isclose(
             after.components.self_certainty, before.components.self_certainty, rel_tol=1e-6
         ), (before, after)
         assert after.format_ok == before.format_ok and after.action == before.action
-    wait_until(lambda: len([s for s in _states() if s.replica != victim]) == 2, 180,
+    wait_until(lambda: len([s for s in _states() if s.replica != victim.replica]) == 2, 180,
                "replaced")
     assert len({(s.generation, s.model_dir) for s in _states()}) == 1, _states()
+
+
+def test_replicas_restarted_together_get_the_reloaded_weights_again(model_app: ModelApp) -> None:
+    """Both model replicas killed at once: no peer remembers the reload, the ingress
+    does, and sends it to the new replicas; answers are then as before the kill."""
+    import ray
+
+    before = {(s.generation, s.model_dir) for s in _states()}
+    assert len(before) == 1 and next(iter(before))[0] > 0, "needs the reload test first"
+    old = {s.replica for s in _states()}
+    for replica in old:
+        name = f"SERVE_REPLICA::{APP}#CertaintyModel#{replica}"
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+    def converged() -> bool:
+        try:
+            states = _states()
+        except Exception:  # no replica running yet: the broadcast has nowhere to go
+            return False
+        return (len(states) == 2 and not old & {s.replica for s in states}
+                and {(s.generation, s.model_dir) for s in states} == before)
+
+    wait_until(converged, 180, "back on the reloaded weights")
 
 
 def test_sigterm_drains_in_flight_requests(model_app: ModelApp) -> None:
