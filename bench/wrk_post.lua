@@ -1,15 +1,18 @@
 -- wrk script: POST bodies read from BODIES_FILE (one JSON document a line), in turn;
--- prints one JSON line of figures when done.
+-- headers given with -H (e.g. Authorization) are sent too; prints one JSON line of
+-- figures when done.
 local bodies = {}
 local index = 0
+local headers = {["Content-Type"] = "application/json"}
 
 function init(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  for name, value in pairs(wrk.headers) do headers[name] = value end
 end
 
 function request()
   index = index % #bodies + 1
-  return wrk.format("POST", "/v1/rewards", {["Content-Type"] = "application/json"}, bodies[index])
+  return wrk.format("POST", "/v1/rewards", headers, bodies[index])
 end
 
 function done(summary, latency, requests)

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     from reward_server.api.serve import add_serve_command
 
     add_serve_command(commands)
+    from reward_server.ray_serve.cli import add_ray_command
+
+    add_ray_command(commands)
     return parser
 
 

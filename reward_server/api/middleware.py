@@ -84,6 +84,15 @@ class CancelledRequestMiddleware:
             raise
 
 
+def _app_path(scope: Scope) -> str:
+    """The request path below the app's mount point: an app served under a prefix (a
+    proxy's ``root_path``, a Ray Serve route prefix) sees ``root_path + path``."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root):] or "/"
+    return path
+
+
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
@@ -101,7 +110,7 @@ class BearerAuthMiddleware:
         self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] != "http" or _app_path(scope) in self.public_paths:
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")

@@ -1,0 +1,172 @@
+"""The Ray application's parts that need no cluster: settings, prompt keys, the per-key
+coalescer, the wire values, and the checks the launcher runs before deploying."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from reward_server.certainty.types import (
+    CertaintyRequest,
+    ScorerDeadlineExceeded,
+    ScorerNotReady,
+    ScorerOverloaded,
+)
+from reward_server.config import ServerSettings
+from reward_server.ray_serve.coalesce import KeyedCoalescer
+from reward_server.ray_serve.launch import LaunchError, check_resources, parse_address
+from reward_server.ray_serve.routing import group_by_prompt, prompt_key
+from reward_server.ray_serve.settings import PROMPT_HASH_ROUTER, RaySettings, split_settings
+from reward_server.ray_serve.wire import ModelFailure
+
+
+def _request(**prompt: object) -> CertaintyRequest:
+    text = '{"rationale": "I look.", "action": {"type": "terminate"}}'
+    return CertaintyRequest(completion_text=text, rationale_span=(15, 22), **prompt)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ prompt keys
+def test_equal_prompts_share_a_key_and_forms_do_not_collide() -> None:
+    chat = (("system", "Shop."), ("user", "Find a lamp."))
+    assert prompt_key(_request(prompt_messages=chat)) == prompt_key(_request(prompt_messages=chat))
+    keys = {
+        prompt_key(_request(prompt_messages=chat)),
+        prompt_key(_request(prompt_messages=(("system", "Shop.Find"), ("user", " a lamp.")))),
+        prompt_key(_request(prompt_text="system Shop. user Find a lamp.")),
+        prompt_key(_request(prompt_ids=(1, 2, 3))),
+        prompt_key(_request(prompt_ids=(12, 3))),
+    }
+    assert len(keys) == 5
+    assert prompt_key(_request()) is None
+
+
+def test_groups_keep_first_seen_order_and_every_index() -> None:
+    a, b = _request(prompt_text="a"), _request(prompt_text="b")
+    groups = group_by_prompt([a, b, _request(), a, b, a])
+    assert list(groups.values()) == [[0, 3, 5], [1, 4], [2]]
+    assert list(groups)[2] is None
+
+
+# ------------------------------------------------------------------ settings
+def test_backpressure_setting_is_the_routers_spill_width() -> None:
+    spill = RaySettings(on_model_backpressure="spill", spill_replicas=2).router_config()
+    assert spill == {"request_router_class": PROMPT_HASH_ROUTER,
+                     "request_router_kwargs": {"num_fallback_replicas": 2}}
+    wait = RaySettings(on_model_backpressure="wait").router_config()
+    assert wait is not None and wait["request_router_kwargs"] == {"num_fallback_replicas": 0}
+    assert RaySettings(model_routing="balanced").router_config() is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"ingress_min_replicas": 3, "ingress_max_replicas": 2},
+    {"model_min_replicas": 2},
+    {"model_resources": '{"node": 0}'},
+    {"model_resources": "[1]"},
+    {"route_prefix": "reward"},
+    {"model_routing": "random"},
+])
+def test_inconsistent_cluster_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        RaySettings(**bad)
+
+
+def test_app_builder_settings_come_from_args_then_environment() -> None:
+    server, cluster = split_settings(
+        {"model": "none", "model_min_replicas": 2, "model_max_replicas": 3},
+        {"SHOP_R1_API_KEY": "from-env", "SHOP_R1_MODEL": "ignored: args win"},
+    )
+    assert server.model == "none" and server.api_key == "from-env"
+    assert (cluster.model_min_replicas, cluster.model_max_replicas) == (2, 3)
+    with pytest.raises(ValueError, match="unknown setting"):
+        split_settings({"modle": "none"}, {})
+
+
+# ------------------------------------------------------------------ wire
+@pytest.mark.parametrize("error", [
+    ScorerOverloaded("full", retry_after=7.5),
+    ScorerNotReady("loading"),
+    ScorerDeadlineExceeded("late"),
+])
+def test_a_refusal_comes_back_as_the_same_error(error: Exception) -> None:
+    back = ModelFailure.of(error).as_error()  # type: ignore[arg-type]
+    assert type(back) is type(error) and str(back) == str(error)
+    assert getattr(back, "retry_after", None) == getattr(error, "retry_after", None)
+
+
+# ------------------------------------------------------------------ coalescer
+class _Recorder:
+    def __init__(self, fail: BaseException | None = None, delay: float = 0.0) -> None:
+        self.calls: list[tuple[list[int], float | None]] = []
+        self.fail = fail
+        self.delay = delay
+
+    async def send(self, items: list[int], deadline: float | None) -> list[int]:
+        self.calls.append((list(items), deadline))
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return [i * 10 for i in items]
+
+
+async def test_calls_of_one_key_within_the_window_are_sent_as_one() -> None:
+    recorder = _Recorder()
+    coalescer = KeyedCoalescer(recorder.send, window_s=0.05, max_items=64)
+    answers = await asyncio.gather(*(
+        coalescer.submit(f"k{i % 2}", [i, i + 100], None) for i in range(6)
+    ))
+    assert answers == [[i * 10, (i + 100) * 10] for i in range(6)]
+    assert sorted(items for items, _ in recorder.calls) == [
+        [0, 100, 2, 102, 4, 104], [1, 101, 3, 103, 5, 105]
+    ]
+
+
+async def test_a_full_gathering_goes_at_once_and_the_latest_deadline_is_sent() -> None:
+    recorder = _Recorder()
+    coalescer = KeyedCoalescer(recorder.send, window_s=60.0, max_items=4)
+    now = time.monotonic()
+    answers = await asyncio.wait_for(asyncio.gather(
+        coalescer.submit("k", [1, 2], now + 30), coalescer.submit("k", [3, 4], now + 40)
+    ), timeout=5)
+    assert answers == [[10, 20], [30, 40]]
+    assert recorder.calls == [([1, 2, 3, 4], now + 40)]
+
+
+async def test_a_failure_reaches_every_caller_and_a_deadline_only_its_own() -> None:
+    failing = KeyedCoalescer(_Recorder(fail=ScorerOverloaded("full")).send, 0.01, 64)
+    outcomes = await asyncio.gather(failing.submit("k", [1], None), failing.submit("k", [2], None),
+                                    return_exceptions=True)
+    assert all(isinstance(o, ScorerOverloaded) for o in outcomes)
+    slow = _Recorder(delay=0.3)
+    coalescer = KeyedCoalescer(slow.send, 0.01, 64)
+    early = coalescer.submit("k", [1], time.monotonic() + 0.1)
+    late = coalescer.submit("k", [2], None)
+    outcomes = await asyncio.gather(early, late, return_exceptions=True)
+    assert isinstance(outcomes[0], TimeoutError) and outcomes[1] == [20]
+
+
+# ------------------------------------------------------------------ launch checks
+@pytest.mark.parametrize(("address", "expected"), [
+    ("auto", None),
+    ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+    ("10.0.0.5", ("10.0.0.5", 6379)),
+    ("ray://head.svc", ("head.svc", 10001)),
+    ("ray://[fd00::1]:10001", ("fd00::1", 10001)),
+])
+def test_addresses_are_parsed_to_what_is_probed(address: str, expected: object) -> None:
+    assert parse_address(address) == expected
+
+
+def test_resources_the_cluster_lacks_are_named_with_the_flag() -> None:
+    have = {"CPU": 8.0, "GPU": 1.0}
+    check_resources(have, ServerSettings(), RaySettings(model_num_gpus=1), "x")
+    with pytest.raises(LaunchError, match=r"needs 2 GPU\(s\), but the Ray cluster at x has 1"):
+        check_resources(have, ServerSettings(),
+                        RaySettings(model_num_gpus=1, model_min_replicas=2, model_max_replicas=2),
+                        "x")
+    # A rules-only service asks for no model resources at all.
+    check_resources(have, ServerSettings(model="none"), RaySettings(model_num_gpus=4), "x")
+    with pytest.raises(LaunchError, match="--device cuda with --model-num-gpus 0"):
+        check_resources(have, ServerSettings(device="cuda"), RaySettings(), "x")
