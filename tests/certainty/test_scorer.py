@@ -18,7 +18,7 @@ from reward_server.certainty import (
     ScorerOverloaded,
     build_scorer,
 )
-from reward_server.certainty.backends import TransformersBackend
+from reward_server.certainty.transformers_backend import TransformersBackend
 
 
 class Gated:

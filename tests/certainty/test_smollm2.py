@@ -1,5 +1,5 @@
 """The embedded SmolLM2-135M-Instruct: exactness against a float64 reference from the
-full logits (REWARD_SPEC section 4), prompt sharing, and the embedded scorer start."""
+full logits (REWARD_CONTRACT.md §4), prompt sharing, and the embedded scorer start."""
 
 from __future__ import annotations
 
