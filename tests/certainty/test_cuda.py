@@ -158,6 +158,20 @@ def test_flex_and_sdpa_blocks_agree_on_cuda(cuda_backend, tiny_tokenizer):
         assert close(a, b, BATCH_RTOL), (i, a, b)
 
 
+def test_one_compiled_kernel_serves_every_pack(cuda_backend, tiny_tokenizer):
+    """Packs of other lengths and structures reuse the compiled FlexAttention graph: a
+    recompilation per batch would soon hit dynamo's limit and fall back to the unfused
+    kernel, which materialises the whole score matrix."""
+    from torch._dynamo.utils import counters
+
+    reqs = mixed_requests()
+    cuda_backend.score_batch(reqs[:2])
+    graphs = counters["stats"]["unique_graphs"]
+    for n in (1, 5, len(reqs)):
+        cuda_backend.score_batch(reqs[:n] * 3)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_many_documents_in_one_pack_on_cuda(cuda_backend, cpu_backend):
     """Forty unrelated prompts and a group of 24 in one forward, several 128-token blocks
     per document and documents straddling blocks: every value is the CPU one."""

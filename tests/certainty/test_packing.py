@@ -247,36 +247,46 @@ def test_the_model_is_unchanged_outside_packed_calls(tiny_model, tiny_tokenizer)
 @pytest.mark.slow
 def test_compiled_flex_attention_follows_the_block_lists():
     """The compiled FlexAttention kernel (what CUDA runs; here its CPU build) computes only
-    the listed blocks: with the pack's block mask it gives the dense-mask reference, and
-    with the partial blocks taken away it does not (so the lists are really used)."""
+    the listed blocks: with a pack's block mask it gives the dense-mask reference, and with
+    the partial blocks taken away it does not (so the lists are really used). One compiled
+    graph serves packs of every length and structure (no recompilation per batch)."""
     import shutil
 
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    from torch._dynamo.utils import counters
+    from torch.nn.attention.flex_attention import BlockMask
 
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
-    pack = Pack()
-    pack.add_document([1] * 150, [(0, item((1,) * 150, 40)), (1, item((1,) * 150, 70))])
-    pack.add_document([2] * 90, [(2, item((2,) * 90, 30))])
-    pack.add_document([], [(3, item((), 60)), (4, item((), 20))])
-    layout = PackLayout(pack, "flex", torch.device("cpu"))
-    length = layout.length
-    assert length % packed_attention.BLOCK == 0 and length // packed_attention.BLOCK >= 4
-    gen = torch.Generator().manual_seed(7)
-    q = torch.randn(1, 4, length, 16, generator=gen)
-    k = torch.randn(1, 2, length, 16, generator=gen)
-    v = torch.randn(1, 2, length, 16, generator=gen)
-    compiled = torch.compile(flex_attention, dynamic=False)
-    got = compiled(q, k, v, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
-    want = dense_attention(q, k, v, dense_allowed(pack, length), 0.25).transpose(1, 2)
-    real = slice(0, pack.length)
-    assert torch.allclose(got[:, :, real], want[:, :, real], atol=1e-4)
-    bm = layout.block_mask
-    only_full = BlockMask.from_kv_blocks(
-        torch.zeros_like(bm.kv_num_blocks), bm.kv_indices, bm.full_kv_num_blocks,
-        bm.full_kv_indices, BLOCK_SIZE=packed_attention.BLOCK, mask_mod=bm.mask_mod,
-        seq_lengths=(length, length),
-    )
-    assert bm.full_kv_num_blocks.sum() > 0
-    wrong = compiled(q, k, v, block_mask=only_full, scale=0.25, enable_gqa=True)
-    assert not torch.allclose(wrong[:, :, real], want[:, :, real], atol=1e-2)
+    compiled = packed_attention.compiled_flex_attention()
+    graphs = None
+    rng = random.Random(5)
+    for trial in range(3):
+        pack = Pack()
+        pack.add_document([1] * 150, [(0, item((1,) * 150, 40)), (1, item((1,) * 150, 70))])
+        for d in range(trial):
+            prompt = [2 + d] * rng.choice([20, 90, 200])
+            pack.add_document(prompt, [(2 + d, item(tuple(prompt), rng.choice([5, 30])))])
+        pack.add_document([], [(9, item((), 60)), (10, item((), 20))])
+        layout = PackLayout(pack, "flex", torch.device("cpu"))
+        length = layout.length
+        assert length // packed_attention.BLOCK >= 3
+        gen = torch.Generator().manual_seed(trial)
+        q = torch.randn(1, 4, length, 16, generator=gen)
+        k = torch.randn(1, 2, length, 16, generator=gen)
+        v = torch.randn(1, 2, length, 16, generator=gen)
+        got = compiled(q, k, v, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
+        want = dense_attention(q, k, v, dense_allowed(pack, length), 0.25).transpose(1, 2)
+        real = slice(0, pack.length)
+        assert torch.allclose(got[:, :, real], want[:, :, real], atol=1e-4)
+        if graphs is None:
+            bm = layout.block_mask
+            assert bm.full_kv_num_blocks.sum() > 0
+            only_full = BlockMask.from_kv_blocks(
+                torch.zeros_like(bm.kv_num_blocks), bm.kv_indices, bm.full_kv_num_blocks,
+                bm.full_kv_indices, BLOCK_SIZE=packed_attention.BLOCK, mask_mod=bm.mask_mod,
+                seq_lengths=(length, length),
+            )
+            wrong = compiled(q, k, v, block_mask=only_full, scale=0.25, enable_gqa=True)
+            assert not torch.allclose(wrong[:, :, real], want[:, :, real], atol=1e-2)
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs
