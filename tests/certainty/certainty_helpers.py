@@ -23,7 +23,7 @@ RATIONALES = [
     "I want a café table ✓ under $50.",
 ]
 
-# A shared cache across sessions: the first de-quantisation of the GGUF takes ~40 s here.
+# A cache shared by test runs: the first de-quantisation of the GGUF takes tens of seconds.
 EMBEDDED_CACHE = Path.home() / ".cache" / "shop-r1-reward-test"
 
 CORPUS = [

@@ -1,5 +1,5 @@
 """Fixtures for the certainty tests: a tiny random Llama (built in code, no network) and,
-once per session, the embedded SmolLM2 (used by the tests marked slow)."""
+once per test run, the embedded SmolLM2 (used by the tests marked slow)."""
 
 from __future__ import annotations
 

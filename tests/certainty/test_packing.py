@@ -290,3 +290,22 @@ def test_compiled_flex_attention_follows_the_block_lists():
             assert not torch.allclose(wrong[:, :, real], want[:, :, real], atol=1e-2)
             graphs = counters["stats"]["unique_graphs"]
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_bfloat16_packs_stay_within_bfloat16_rounding(tiny_model, tiny_tokenizer, tiny_backend):
+    """The GPU's number format on CPU: bfloat16 weights and activations, float32
+    reductions. Packed values are the float32 reference within bfloat16 rounding (2^-9
+    relative per stored value, through two layers), and do not depend on the pack."""
+    import copy
+
+    model = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    backend = TransformersBackend.from_model(model, tiny_tokenizer, name="tiny-bf16")
+    backend.warmup()
+    reqs = _mixed()
+    packed = [r.value for r in backend.score_batch(reqs)]
+    small = TransformersBackend.from_model(model, tiny_tokenizer, pack_tokens=40)
+    split = [r.value for r in small.score_batch(reqs)]
+    for req, p, s in zip(reqs, packed, split, strict=True):
+        want = reference_value(tiny_backend, req)
+        assert p == pytest.approx(want, rel=1e-2)
+        assert s == pytest.approx(p, rel=5e-3)
