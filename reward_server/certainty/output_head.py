@@ -13,14 +13,16 @@ from collections.abc import Callable
 
 import torch
 
-# Rows of logits reduced at once: ~4M float32 values (16 MB) per chunk, so the reductions'
-# temporaries stay small next to the weights.
-CHUNK_VALUES = 1 << 22
+# Logits values reduced at once. On CPU ~4M float32 values (16 MB) per chunk, so the
+# reductions' temporaries stay small next to the weights; on a GPU ~64M (256 MB, about
+# 1 GB of temporaries), so that the thousands of rationale rows of a large pack take tens
+# of chunks, not thousands of small kernel launches.
+CHUNK_VALUES = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
-def default_chunk_rows(vocab_size: int) -> int:
+def default_chunk_rows(vocab_size: int, device_type: str = "cpu") -> int:
     """Rows per reduction chunk for a ``vocab_size``-wide logits row (at least 8)."""
-    return max(8, CHUNK_VALUES // vocab_size)
+    return max(8, CHUNK_VALUES.get(device_type, CHUNK_VALUES["cpu"]) // vocab_size)
 
 
 class OutputHead:

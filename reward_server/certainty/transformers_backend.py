@@ -106,7 +106,7 @@ class TransformersBackend:
         self.max_positions = _max_positions(model.config)
         self.encoder = RequestEncoder(tokenizer, self.input_vocab, self.max_positions)
         self.head = OutputHead(head, getattr(model.config, "final_logit_softcapping", None))
-        self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size)
+        self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size, self.device.type)
         self.pack_tokens = pack_token_budget(model.config, self.device, self.dtype, pack_tokens)
         if attention == "auto":
             attention = "flex" if self.device.type == "cuda" else "sdpa_blocks"

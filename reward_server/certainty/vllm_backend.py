@@ -157,7 +157,7 @@ class VllmBackend:
         self.head = OutputHead.from_weight(self.head_weight, softcap)
         # V = width of the logits row, padding included (REWARD_CONTRACT.md §4).
         self.vocab_size = int(self.head_weight.shape[0])
-        self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size)
+        self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size, self.device.type)
         self.input_vocab = self.vocab_size
         self.max_positions = max_positions
         self.encoder = RequestEncoder(tokenizer, self.input_vocab, max_positions)
