@@ -37,7 +37,7 @@
 # STEPS (a word list, default all of them) picks the steps to run.
 #
 # A smoke test of this script on a CPU machine (small shapes), e.g.:
-#   DEVICE=cpu PY=.venv/bin/python SKIP_WHEELS=1 BUDGET_S=3000 \
+#   DEVICE=cpu PY=.venv/bin/python SKIP_WHEELS=1 BUDGET_S=3000 LIMIT_SCALE=10 \
 #     SHAPES_SMALL_ARGS="--workloads shared:4,training:2x4 --prompt-tokens 200 \
 #       --completion-tokens 40 --repeats 1" STEPS="env shapes_small http" \
 #     bash bench/device_check.sh
@@ -54,6 +54,7 @@ SITE="${SITE:-/tmp/device-check-site}"     # where the wheels are installed
 MODEL_DIR="${MODEL_DIR:-/tmp/device-check-smollm2}"
 WORK="${WORK:-/tmp/device-check}"          # scratch (server log, pid file)
 BUDGET_S="${BUDGET_S:-470}"                # the whole script, every step included
+LIMIT_SCALE="${LIMIT_SCALE:-1}"            # multiplies every step's own limit (slow machines)
 SHAPES_SMALL_ARGS="${SHAPES_SMALL_ARGS:---workloads shared:8,shared:64,unrelated:8,training:64x8 \
 --baseline-items 64 --repeats 3}"
 SHAPES_LARGE_ARGS="${SHAPES_LARGE_ARGS:---workloads training:64x8,unrelated:8 \
@@ -127,7 +128,7 @@ record() { # NAME STATUS SECONDS
 # step NAME LOG LIMIT_S COMMAND...: run COMMAND under timeout (capped by what is left of
 # the budget), its output appended to $OUT/LOG and shown; record how it ended.
 step() {
-    local name=$1 log=$2 limit=$3
+    local name=$1 log=$2 limit=$(($3 * LIMIT_SCALE))
     shift 3
     if [[ " $STEPS " != *" $name "* ]]; then
         record "$name" "not in STEPS" 0
