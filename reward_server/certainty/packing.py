@@ -13,10 +13,10 @@ whole prompt and, causally, its own completion, never another completion. So an 
 value is what it would be alone, whatever its pack mates.
 
 Packing is greedy in batch order: a document goes into the current pack if it fits, else
-starts the next one. A prompt group too large for one pack is split into several
-documents, each repeating the prompt with as many completions as fit; a single prompt
-plus completion larger than the budget is a pack of its own (it fits the model context,
-which ``encoding`` checked).
+starts the next one. A prompt group larger than ``document_budget`` (default: the pack
+budget) is split into several documents, each repeating the prompt with as many
+completions as fit; a document larger than the pack budget is a pack of its own (it fits
+the model context, which ``encoding`` checked).
 
 Rows: completion token ``t`` of an item is predicted by the hidden state of the token
 before it: completion input ``t - 1``, or the prompt's last token for ``t == 0``.
@@ -108,16 +108,19 @@ def _documents(
     return docs
 
 
-def plan_packs(items: Sequence[EncodedItem | CertaintyResult], budget: int) -> list[Pack]:
+def plan_packs(
+    items: Sequence[EncodedItem | CertaintyResult], budget: int, document_budget: int = 0
+) -> list[Pack]:
     """The packs that compute every encoded item of ``items`` (failures are skipped)."""
-    if budget <= 0:
-        raise ValueError("the pack budget must be positive")
+    document_budget = document_budget or budget
+    if budget <= 0 or document_budget <= 0:
+        raise ValueError("the pack and document budgets must be positive")
     _, groups = group_by_prompt(items)
     packs: list[Pack] = []
     current = Pack()
     for prompt, idxs in groups.items():
         members = [(i, items[i]) for i in idxs]
-        for doc in _documents(prompt, members, budget):  # type: ignore[arg-type]
+        for doc in _documents(prompt, members, document_budget):  # type: ignore[arg-type]
             size = len(prompt) + sum(m.forward_tokens for _, m in doc)
             if current.documents and current.length + size > budget:
                 packs.append(current)

@@ -54,7 +54,7 @@ from reward_server.certainty.model_loading import (
 from reward_server.certainty.output_head import OutputHead, default_chunk_rows
 from reward_server.certainty.packing import Document, Pack, Segment, plan_packs
 from reward_server.certainty.reductions import item_means
-from reward_server.certainty.token_budget import pack_token_budget
+from reward_server.certainty.token_budget import document_token_budget, pack_token_budget
 from reward_server.certainty.types import BatchStats, CertaintyRequest, CertaintyResult
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class TransformersBackend:
     :meth:`from_model` (an already built model and tokenizer, e.g. a random model of a
     published shape). The backend selects its packed attention on the model (calls
     without a pack stay ordinary SDPA attention). ``pack_tokens`` is the token budget of
-    one forward (default: from free memory on CUDA, ``CPU_PACK_TOKENS`` on CPU);
+    one forward (default: from free memory on CUDA, ``CPU_PACK_TOKENS`` on CPU) and
+    ``document_tokens`` the size beyond which a prompt group is split (default: the pack
+    budget; ``CPU_DOCUMENT_TOKENS`` on CPU), see ``token_budget``;
     ``attention`` is ``"auto"`` (``flex`` on CUDA, ``sdpa_blocks`` on CPU), ``"flex"`` or
     ``"sdpa_blocks"``.
     """
@@ -88,6 +90,7 @@ class TransformersBackend:
         name: str = "custom",
         chunk_rows: int | None = None,
         pack_tokens: int | None = None,
+        document_tokens: int | None = None,
         attention: str = "auto",
     ) -> None:
         self.model = model
@@ -108,6 +111,9 @@ class TransformersBackend:
         self.head = OutputHead(head, getattr(model.config, "final_logit_softcapping", None))
         self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size, self.device.type)
         self.pack_tokens = pack_token_budget(model.config, self.device, self.dtype, pack_tokens)
+        self.document_tokens = document_token_budget(
+            self.pack_tokens, self.device, document_tokens, pack_tokens
+        )
         if attention == "auto":
             attention = "flex" if self.device.type == "cuda" else "sdpa_blocks"
         if attention not in packed_attention.ATTENTION_KINDS:
@@ -167,7 +173,7 @@ class TransformersBackend:
         """Score encoded items (failures pass through); returns results and batch stats."""
         t0 = time.perf_counter()
         results, groups = group_by_prompt(items)
-        packs = plan_packs(items, self.pack_tokens)
+        packs = plan_packs(items, self.pack_tokens, self.document_tokens)
         tokens = padded = 0
         for pack in packs:
             for part, outcome in self._run_pack(pack, items):

@@ -20,8 +20,10 @@ from reward_server.certainty.packed_attention import (
 )
 from reward_server.certainty.packing import Pack, plan_packs
 from reward_server.certainty.token_budget import (
+    CPU_DOCUMENT_TOKENS,
     CPU_PACK_TOKENS,
     bytes_per_token,
+    document_token_budget,
     pack_token_budget,
 )
 from reward_server.certainty.transformers_backend import TransformersBackend
@@ -90,6 +92,10 @@ def test_plan_shares_prompts_and_respects_the_budget():
     [p] = plan_packs([first], budget=1000)
     assert p.predicting_rows(p.documents[0], p.documents[0].segments[0], first) == [29, 31]
 
+    # A group stays one document up to the document budget, even past the pack budget.
+    [big] = [p for p in plan_packs(items, budget=60, document_budget=1000) if 50 in
+             [d.prompt_len for d in p.documents]]
+    assert [[s.item for s in d.segments] for d in big.documents] == [[1, 5]]
     small = plan_packs(items, budget=60)
     assert all(p.length <= 60 for p in small)
     # The p1 group (30 + 10 + 12 = 52) fits one pack; p2 (50 + 5 + 6) is split in two
@@ -167,6 +173,11 @@ def test_token_budget_is_a_setting_on_cpu(tiny_model):
     cpu = torch.device("cpu")
     assert pack_token_budget(tiny_model.config, cpu, torch.float32) == CPU_PACK_TOKENS
     assert pack_token_budget(tiny_model.config, cpu, torch.float32, 512) == 512
+    # On CPU a prompt group stays one document well beyond the pack budget, unless the
+    # pack budget is set (then it also splits groups) or the document budget is.
+    assert document_token_budget(CPU_PACK_TOKENS, cpu) == CPU_DOCUMENT_TOKENS
+    assert document_token_budget(512, cpu, pack_setting=512) == 512
+    assert document_token_budget(512, cpu, setting=4096, pack_setting=512) == 4096
     with pytest.raises(ValueError):
         pack_token_budget(tiny_model.config, cpu, torch.float32, 0)
     # Per token: 4H + 2(heads + kv_heads)D + 3I values, doubled, in the weights' dtype.
@@ -210,7 +221,7 @@ def test_packed_values_match_the_reference(tiny_model, tiny_tokenizer, tiny_back
     if options.get("pack_tokens") == 1:
         # Every completion is a document (its prompt repeated) and a pack of its own.
         assert stats.extra["forwards"] == len(reqs)
-    if not options:
+    if not options:  # small documents: all in one pack of the CPU budget
         assert stats.extra["forwards"] == 1.0
 
 
