@@ -1,31 +1,56 @@
-"""Benchmark: exact self-certainty on SmolLM2 (CPU or CUDA), ours vs a naive per-item scorer.
+"""Benchmark: exact self-certainty, ours (packed forwards) vs a naive per-item scorer.
 
-Shape (Shop-R1 GRPO): one ~1,500-token HTML-like prompt with a group of 8 completions of
-~80 tokens (Shop-R1 JSON answers with a rationale), built from the real queries and
-element names in ``data/shopping-steps``; then 8 unrelated prompts (no sharing).
+Two modes, both ending with one JSON line ``{"bench": ..., "ratio_vs_baseline": X}``.
+
+**One model** (default; CPU or CUDA): SmolLM2 (``--model embedded``, or a local model
+directory), a Shop-R1 GRPO shape: one ~1,500-token HTML-like prompt with a group of 8
+completions of ~80 tokens, built from the real queries and element names in
+``data/shopping-steps``; then 8 unrelated prompts (no sharing). Throughput = tokens scored
+(prompt + completion of every item) / seconds, median of ``--repeats`` runs after a
+warm-up, both methods alternating in one process (so load from other processes on a
+shared machine hits both alike). Peak memory, each side in its own fresh subprocess: on
+CPU, peak RSS during one run minus RSS after the model is loaded and warmed up (the
+kernel's peak-RSS counter is reset through /proc/self/clear_refs); on CUDA,
+``torch.cuda.max_memory_allocated`` during one run minus the bytes of the weights.
+
+**Model sizes** (``--shapes``): random-weight models of published architectures
+(``reward_server.certainty.model_shapes``: SmolLM2-135M, Qwen2.5-0.5B, -1.5B, -3B; no
+download; token ids from the SmolLM2 tokenizer, which every vocabulary here contains),
+in one process, each on the ``--workloads`` (``shared:G`` one prompt with G completions,
+``unrelated:N`` N prompts with one completion each, ``training:PxG`` P prompts with G
+completions each, the Shop-R1 training step). Reports tokens/s and, on CUDA, MFU:
+
+    MFU = 2 * N * forward tokens / seconds / peak
+
+with N the parameters of the decoder layers (the input embedding is a lookup and the
+output layer runs on rationale rows only; attention's own FLOPs are not counted), forward
+tokens what each side computes (the baseline every item's prompt and completion; ours
+each prompt once per pack and each completion up to its last rationale token), and peak
+both the chip's dense bf16 peak from ``PEAK_BF16_TFLOPS`` (by device name) and a large
+bf16 matmul measured on the chip in the same run. ``--baseline-items`` scores the
+baseline on an evenly spread subset of a workload (its per-token cost does not depend on
+the batch) when the whole is too slow. ``ratio_vs_baseline`` is the smallest throughput
+ratio over all (shape, workload) rows.
+
+Methods, in both modes:
 
 * baseline (what Intuitor / open-r1 style code does): for each item, one forward over
   prompt + completion returning the full logits ``[1, L, V]``, a full float32
   ``log_softmax`` over them, then ``-mean(log p) - log V`` on the rows before the
   rationale tokens, averaged;
-* ours: ``TransformersBackend.score_batch`` (prompt encoded once into a KV cache, the
-  completions packed after it, lm_head only on the rows that predict rationale tokens,
-  chunked float32 reductions).
+* ours: ``TransformersBackend.score_batch`` (packed forwards: each prompt once, its
+  completions after it, unrelated prompts side by side, a block-structured attention;
+  output layer only on the rows that predict rationale tokens; chunked float32
+  reductions).
 
-Throughput = tokens scored (prompt + completion of every item) / seconds, median of
-``--repeats`` runs after a warm-up, both methods alternating in one process (so load
-from other processes on a shared machine hits both alike). Peak memory, each side in its
-own fresh subprocess: on CPU, peak RSS during one run minus RSS after the model is loaded
-and warmed up (the kernel's peak-RSS counter is reset through /proc/self/clear_refs); on
-CUDA, ``torch.cuda.max_memory_allocated`` during one run minus the bytes of the weights
-(parameters and buffers). Values of the two sides must agree within ``--rtol`` relative
-(default 1e-4 in float32 on CPU; 2e-3 on CUDA, where the model runs in bfloat16 and the two
-sides round differently), or the benchmark fails.
+Values of the two sides must agree within ``--rtol`` relative (default 1e-4 in float32 on
+CPU; 2e-3 on CUDA, where the model runs in bfloat16 and the two sides round
+differently), or the benchmark fails.
 
     python bench/bench_certainty.py [--prompt-tokens 1500 --group 8 --completion-tokens 80]
     python bench/bench_certainty.py --device cuda --model DIR   # a local model directory
-
-Ends with one JSON line: {"bench": "certainty", ..., "ratio_vs_baseline": X}.
+    python bench/bench_certainty.py --device cuda --shapes SmolLM2-135M,Qwen2.5-1.5B \
+        --workloads training:64x8,unrelated:8 --tokenizer DIR
 """
 
 from __future__ import annotations
@@ -236,7 +261,7 @@ def _sync(backend) -> None:
 def _load_side(args):
     import torch
 
-    from reward_server.certainty.backends import TransformersBackend
+    from reward_server.certainty.transformers_backend import TransformersBackend
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -326,6 +351,239 @@ def _short(req):
     return replace(req, prompt_ids=req.prompt_ids[:64])
 
 
+# ---------------------------------------------------------------------------- model sizes
+# Dense (no sparsity) bfloat16 tensor-core peaks from the vendors' data sheets, in TFLOP/s,
+# matched against torch.cuda.get_device_name() in this order (first match wins).
+PEAK_BF16_TFLOPS = [
+    ("GH200", 989.4),
+    ("H200 NVL", 835.5),
+    ("H200", 989.4),
+    ("H100 NVL", 835.5),
+    ("H100 PCIe", 756.5),
+    ("H100", 989.4),  # SXM
+    ("A100", 312.0),
+]
+
+
+def table_peak_tflops(device_name: str) -> float | None:
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in device_name:
+            return tflops
+    return None
+
+
+def measured_matmul_tflops(device, n: int = 8192, repeats: int = 20) -> float:
+    """Best TFLOP/s of an ``n x n x n`` bfloat16 matmul on ``device`` (after a warm-up)."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1000)
+    return 2 * n**3 / best / 1e12
+
+
+def parse_workload(spec: str) -> tuple[str, int, int]:
+    """``shared:G`` -> (shared, 1, G); ``unrelated:N`` -> (unrelated, N, 1);
+    ``training:PxG`` -> (training, P, G)."""
+    name, _, size = spec.partition(":")
+    if name == "shared":
+        return name, 1, int(size or 8)
+    if name == "unrelated":
+        return name, int(size or 8), 1
+    if name == "training":
+        prompts, _, group = (size or "64x8").partition("x")
+        return name, int(prompts), int(group or 8)
+    raise SystemExit(f"unknown workload {spec!r} (shared:G, unrelated:N, training:PxG)")
+
+
+def make_groups(tokenizer, prompts: int, group: int, args, data: Path = DATA) -> list:
+    """``prompts`` different prompts of ``--prompt-tokens`` ids, each with ``group``
+    completions of about ``--completion-tokens`` tokens."""
+    from reward_server.certainty.types import CertaintyRequest
+
+    rng = random.Random(args.seed)
+    rows = [r for r in _records(data) if r.get("text") or r.get("name")]
+    out = []
+    for _ in range(prompts):
+        ids = tuple(_prompt_ids(tokenizer, rng.sample(rows, 120), args.prompt_tokens, rng))
+        for row in rng.sample(rows, group):
+            text, span = _completion(tokenizer, row, args.completion_tokens, rng)
+            out.append(CertaintyRequest(text, span, prompt_ids=ids))
+    return out
+
+
+def _spread(n: int, k: int | None) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when k is None or >= n)."""
+    if not k or k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def sweep_one(backend, reqs, body_params: int, args, peaks: dict) -> dict:
+    """Both methods on one workload: median seconds, tokens/s, MFU, peak memory, values."""
+    import torch
+
+    cuda = backend.device.type == "cuda"
+    base_idx = _spread(len(reqs), args.baseline_items)
+    base_reqs = [reqs[i] for i in base_idx]
+    encoded = [backend.encode(r) for r in reqs]
+    tokens = sum(e.total_tokens for e in encoded)
+    base_tokens = sum(encoded[i].total_tokens for i in base_idx)
+    forward: dict[str, int] = {"baseline": base_tokens}
+
+    def ours(_backend, batch):  # encoding included, as in the baseline
+        results, stats = backend.score_encoded([backend.encode(r) for r in batch])
+        forward["ours"] = stats.tokens
+        return [r.value for r in results]
+
+    sides = {"baseline": (baseline_scores, base_reqs), "ours": (ours, reqs)}
+    for method, batch in sides.values():  # warm-up (compiles, allocator) on a few items
+        method(backend, batch[: min(2, len(batch))])
+    times: dict[str, list[float]] = {"baseline": [], "ours": []}
+    values: dict[str, list[float]] = {}
+    peak_mb: dict[str, float] = {}
+    for r in range(args.repeats):
+        for name, (method, batch) in sides.items():
+            last = r == args.repeats - 1
+            if cuda and last:
+                torch.cuda.synchronize(backend.device)
+                before = torch.cuda.memory_allocated(backend.device)
+                torch.cuda.reset_peak_memory_stats(backend.device)
+            _sync(backend)
+            t0 = time.perf_counter()
+            values[name] = method(backend, batch)
+            _sync(backend)
+            times[name].append(time.perf_counter() - t0)
+            if cuda and last:
+                peak = torch.cuda.max_memory_allocated(backend.device) - before
+                peak_mb[name] = peak / 2**20
+    secs = {k: statistics.median(v) for k, v in times.items()}
+    ours_on_base = [values["ours"][i] for i in base_idx]
+    diff = max(
+        abs(x - y) / max(abs(x), 1e-12)
+        for x, y in zip(values["baseline"], ours_on_base, strict=True)
+    )
+    row = {
+        "items": len(reqs),
+        "baseline_items": len(base_idx),
+        "tokens": tokens,
+        "seconds": secs,
+        "tokens_per_s": {"baseline": base_tokens / secs["baseline"], "ours": tokens / secs["ours"]},
+        "forward_tokens": forward,
+        "peak_mb": peak_mb,
+        "max_rel_diff": diff,
+    }
+    row["ratio"] = row["tokens_per_s"]["ours"] / row["tokens_per_s"]["baseline"]
+    for peak_name, tflops in peaks.items():
+        if tflops:
+            row[f"mfu_{peak_name}"] = {
+                side: 2 * body_params * forward[side] / secs[side] / (tflops * 1e12)
+                for side in ("baseline", "ours")
+            }
+    return row
+
+
+def run_sweep(args) -> int:
+    """``--shapes``: every shape on every workload, in this process."""
+    import gc
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from reward_server.certainty.model_shapes import SHAPES, parameter_counts, random_model
+    from reward_server.certainty.transformers_backend import TransformersBackend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        raise SystemExit(f"unknown shapes {unknown}; known: {sorted(SHAPES)}")
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(args))
+    cuda = args.device.startswith("cuda")
+    device = torch.device(args.device)
+    rtol = args.rtol if args.rtol is not None else (2e-3 if cuda else 1e-4)
+    figures: dict = {"bench": "certainty_shapes", "device": args.device, "rtol": rtol,
+                     "prompt_tokens": args.prompt_tokens,
+                     "completion_tokens": args.completion_tokens, "repeats": args.repeats}
+    peaks: dict[str, float | None] = {}
+    if cuda:
+        gpu = torch.cuda.get_device_name(device)
+        peaks = {"table": table_peak_tflops(gpu), "matmul": measured_matmul_tflops(device)}
+        figures.update(gpu=gpu, peak_tflops_table=peaks["table"],
+                       peak_tflops_matmul=round(peaks["matmul"], 1))
+        print(f"{gpu}: dense bf16 peak {peaks['table']} TFLOP/s (table), "
+              f"{peaks['matmul']:.1f} TFLOP/s (8192^3 bf16 matmul, measured)")
+    workloads = [parse_workload(w) for w in args.workloads.split(",") if w.strip()]
+    rows = []
+    ok = True
+    for name in names:
+        t0 = time.perf_counter()
+        model = random_model(SHAPES[name], device=args.device, seed=args.seed)
+        backend = TransformersBackend.from_model(model, tokenizer, name=name)
+        backend.warmup()
+        _, body = parameter_counts(model)
+        print(f"\n{name}: {body / 1e6:.0f}M parameters in the decoder layers; built and "
+              f"warmed up in {time.perf_counter() - t0:.1f} s; attention {backend.attention}, "
+              f"pack budget {backend.pack_tokens} tokens")
+        for kind, prompts, group in workloads:
+            reqs = make_groups(backend.tokenizer, prompts, group, args, Path(args.data))
+            row = sweep_one(backend, reqs, body, args, peaks)
+            row.update(shape=name, workload=f"{kind}:{prompts}x{group}")
+            rows.append(row)
+            ok = ok and row["max_rel_diff"] <= rtol
+            _print_sweep_row(row)
+        del backend, model
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    figures["rows"] = rows
+    figures["values_equal"] = ok
+    figures["ratio_vs_baseline"] = round(min(r["ratio"] for r in rows), 3) if rows else None
+    if not ok:
+        print(f"FAIL: values differ by more than {rtol:g} relative", file=sys.stderr)
+    print(json.dumps(figures))
+    return 0 if ok else 1
+
+
+def _print_sweep_row(row: dict) -> None:
+    mfu = [k for k in ("mfu_table", "mfu_matmul") if k in row]
+    head = (f"{'workload':<16} {'method':<9} {'items':>5} {'median s':>9} {'tokens/s':>10} "
+            f"{'fwd tok/s':>10} " + " ".join(f"{k:>10}" for k in mfu)
+            + f" {'peak MB':>8} {'max rel diff':>12}")
+    print(head)
+    for side in ("baseline", "ours"):
+        items = row["baseline_items"] if side == "baseline" else row["items"]
+        secs = row["seconds"][side]
+        fwd = row["forward_tokens"][side] / secs
+        cells = " ".join(f"{row[k][side] * 100:>9.1f}%" for k in mfu)
+        peak = row["peak_mb"].get(side)
+        peak_cell = f"{peak:>8.0f}" if peak is not None else f"{'n/a':>8}"
+        print(f"{row['workload']:<16} {side:<9} {items:>5} {secs:>9.4f} "
+              f"{row['tokens_per_s'][side]:>10.0f} {fwd:>10.0f} {cells} {peak_cell} "
+              f"{row['max_rel_diff']:>12.1e}")
+    print(f"{row['workload']:<16} ratio: throughput x{row['ratio']:.2f} of the baseline "
+          f"({row['items']} items, {row['tokens']} tokens)")
+
+
+def _tokenizer_dir(args) -> str:
+    if args.tokenizer:
+        return args.tokenizer
+    from reward_server.certainty.model_loading import resolve_model_dir
+
+    folder, _ = resolve_model_dir("embedded", args.cache_dir)
+    return str(folder)
+
+
 # ---------------------------------------------------------------------------- driver
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -357,6 +615,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-unrelated", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument(
+        "--shapes",
+        default="",
+        help="comma-separated random-weight shapes (model sizes mode), e.g. "
+        "SmolLM2-135M,Qwen2.5-0.5B,Qwen2.5-1.5B,Qwen2.5-3B",
+    )
+    ap.add_argument(
+        "--workloads",
+        default="shared:8,unrelated:8,training:64x8",
+        help="model sizes mode: shared:G, unrelated:N, training:PxG (comma-separated)",
+    )
+    ap.add_argument(
+        "--baseline-items",
+        type=int,
+        default=0,
+        help="model sizes mode: score the baseline on this many items of each workload "
+        "(evenly spread; 0: all)",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        default="",
+        help="model sizes mode: a tokenizer folder (default: the embedded SmolLM2's)",
+    )
     ap.add_argument("--side", choices=["baseline", "ours", "timing"], help=argparse.SUPPRESS)
     ap.add_argument("--workload", choices=["shared", "unrelated"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -365,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.side:  # child: one side, one workload, print one JSON line
         print(json.dumps(run_timing(args) if args.side == "timing" else run_memory(args)))
         return 0
+    if args.shapes:
+        return run_sweep(args)
 
     from reward_server.certainty.model_loading import resolve_model_dir
 

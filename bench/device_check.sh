@@ -1,73 +1,110 @@
 #!/usr/bin/env bash
-# One-shot check of the self-certainty path on a GPU machine, run from the repo root:
+# One-shot check of the self-certainty path on a CUDA machine, run from the repo root:
 #
-#   bash bench/device_check.sh
+#   bash bench/device_check.sh prepare   # here, with PyPI: builds the kit (below)
+#   bash bench/device_check.sh           # there: every step, logs in $OUT
 #
-# The machine has torch, transformers, tokenizers, numpy, httpx, pytest, hypothesis and
-# prometheus-client, but none of the web stack and no network. Carried next to the repo
-# (both ignored by git, through .git/info/exclude):
-#   .whl/                  the missing runtime wheels (cp312, manylinux x86_64), installed
-#                          into $SITE with pip --no-index --no-deps
-#   .gpukit/smollm2/       SmolLM2-135M-Instruct's config.json and tokenizer files (no
-#                          weights): the model is rebuilt here with RANDOM weights, so
-#                          every shape and kernel is real but the values are not SmolLM2's
-#   .gpukit/shopping-steps the benchmark's inputs (../shared does not travel)
-# Made on the dev machine, from the repo root (versions as in the dev venv):
-#   printf '/.whl/\n/.gpukit/\n' >>.git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#     fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic_core==2.50.5 \
-#     annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 \
-#     opentelemetry-api==1.45.2 orjson==3.13.0 rapidfuzz==3.14.6 uvicorn==0.54.0 \
-#     pytest-asyncio==1.5.0
-#   mkdir -p .gpukit/smollm2 && cp ~/.cache/shop-r1-reward/smollm2-135m-instruct-*/\
-#     {config.json,tokenizer.json,tokenizer_config.json,generation_config.json,\
-#     chat_template.jinja} .gpukit/smollm2/
-#   cp -r ../shared/data/shopping-steps .gpukit/ && chmod -R u+w .gpukit
-# and carried with the device tool's `carry: [".whl", ".gpukit"]` (about 11 MiB).
+# The kit, under .cache/device-kit/ (ignored by git, about 15 MiB; hand it to the machine
+# with the working tree, e.g. the device tool's `carry: [".cache/device-kit"]`):
+#   wheels/     the web stack's wheels (cp312, manylinux x86_64, at the versions of this
+#               checkout's .venv), installed there into $SITE with pip --no-index
+#               --no-deps (the machine is expected to have torch, transformers,
+#               tokenizers, numpy, httpx, pytest, hypothesis and prometheus-client, and no
+#               network)
+#   tokenizer/  the embedded SmolLM2's tokenizer files (no weights). Every model there is
+#               built from a published architecture (reward_server/certainty/model_shapes)
+#               with RANDOM weights: every shape and kernel is real, the values are not a
+#               trained model's
 #
-# Steps, each under `timeout` inside one overall budget, each logged to its own file in
-# $OUT; a failed step is recorded and the next one runs; the exit status is 1 when any
-# step failed or was skipped:
-#   00-env.log    wheels, nvidia-smi, versions
-#   01-build.log  the random-weight SmolLM2-shaped model folder in $MODEL_DIR
-#   02-tests.log  tests/certainty/test_cuda.py (must not skip when DEVICE=cuda), then
-#                 the certainty tests (tiny CPU models: the code under this torch and
-#                 transformers)
-#   03-http.log   `shop-r1-reward serve --device $DEVICE` end to end: /v1/rewards with
-#                 self_certainty_source=model, /metrics, the server's log
-#   04-bench.log  bench/bench_certainty.py on the random model (default shape)
-#   05-bench-large.log  the same with a group of 64 completions
-#   summary.txt   one line per step
+# Steps, in order of importance, each under `timeout` inside one overall budget
+# (BUDGET_S, default 470 s), each logged to its own file in $OUT; a failed step is
+# recorded and the next one runs; the exit status is 1 when any step failed or was
+# skipped:
+#   00-env.log          wheels, nvidia-smi, versions
+#   01-test-cuda.log    tests/certainty/test_cuda.py (must not skip when DEVICE=cuda):
+#                       bf16 + FlexAttention packs against CPU float32, both attention
+#                       kernels, batch independence, the scorer and reload on CUDA
+#   02-shapes-small.log bench_certainty.py --shapes SmolLM2-135M: one prompt with 8 and 64
+#                       completions, 8 unrelated prompts, the training step (64 prompts x
+#                       8 completions): tokens/s and MFU, ours against per-item
+#   03-shapes-large.log the same for Qwen2.5-0.5B, -1.5B, -3B on the training step and 8
+#                       unrelated prompts (the baseline on a spread subset of the items)
+#   04-http.log         `shop-r1-reward serve --device $DEVICE` on a random SmolLM2-shaped
+#                       model folder: /v1/rewards with self_certainty_source=model, /metrics
+#   05-tests.log        the other certainty tests (not slow) under that torch and
+#                       transformers
+#   summary.txt         one line per step
 # STEPS (a word list, default all of them) picks the steps to run.
 #
-# On a CPU machine (a smoke test of this script), e.g.:
-#   DEVICE=cpu PY=/work/venv/bin/python SKIP_WHEELS=1 BUDGET_S=1500 \
-#     BENCH_ARGS="--prompt-tokens 200 --group 4 --completion-tokens 40 --repeats 1" \
-#     BENCH_LARGE_ARGS="--prompt-tokens 200 --group 8 --completion-tokens 40 --repeats 1 \
-#       --skip-unrelated" bash bench/device_check.sh
+# A smoke test of this script on a CPU machine (small shapes), e.g.:
+#   DEVICE=cpu PY=.venv/bin/python SKIP_WHEELS=1 BUDGET_S=3000 LIMIT_SCALE=10 \
+#     SHAPES_SMALL_ARGS="--workloads shared:4,training:2x4 --prompt-tokens 200 \
+#       --completion-tokens 40 --repeats 1" STEPS="env shapes_small http" \
+#     bash bench/device_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SELF="$PWD/bench/device_check.sh"
 
 DEVICE="${DEVICE:-cuda}"                   # cuda or cpu
 PY="${PY:-python3}"                        # the interpreter that has torch
-OUT="${OUT:-/tmp/out}"                     # logs (the device tool sets OUT)
-KIT="${KIT:-.gpukit}"
-WHEELS="${WHEELS:-.whl}"
+OUT="${OUT:-/tmp/device-check-out}"        # logs (the device tool sets OUT)
+KIT="${KIT:-.cache/device-kit}"
 SKIP_WHEELS="${SKIP_WHEELS:-0}"            # 1: use $PY's own packages
-SITE="${SITE:-/tmp/site}"                  # where the wheels are installed
-MODEL_DIR="${MODEL_DIR:-/tmp/smollm2-random}"
+SITE="${SITE:-/tmp/device-check-site}"     # where the wheels are installed
+MODEL_DIR="${MODEL_DIR:-/tmp/device-check-smollm2}"
 WORK="${WORK:-/tmp/device-check}"          # scratch (server log, pid file)
-BUDGET_S="${BUDGET_S:-285}"                # the whole script, every step included
-BENCH_ARGS="${BENCH_ARGS:-}"
-BENCH_LARGE_ARGS="${BENCH_LARGE_ARGS:---group 64 --skip-unrelated}"
-# The steps to run (a rerun after a change may need only some of them).
-STEPS="${STEPS:-wheels env build test_cuda tests http bench bench_large}"
+BUDGET_S="${BUDGET_S:-470}"                # the whole script, every step included
+LIMIT_SCALE="${LIMIT_SCALE:-1}"            # multiplies every step's own limit (slow machines)
+SHAPES_SMALL_ARGS="${SHAPES_SMALL_ARGS:---workloads shared:8,shared:64,unrelated:8,training:64x8 \
+--baseline-items 64 --repeats 3}"
+SHAPES_LARGE_ARGS="${SHAPES_LARGE_ARGS:---workloads training:64x8,unrelated:8 \
+--baseline-items 24 --repeats 2}"
+STEPS="${STEPS:-wheels env test_cuda shapes_small shapes_large http tests}"
 
-export DEVICE PY OUT KIT WHEELS SKIP_WHEELS SITE MODEL_DIR WORK
+# The web stack the service needs, at this checkout's versions (see prepare_kit).
+WHEEL_PACKAGES="fastapi starlette pydantic pydantic_core annotated-types annotated-doc
+typing-inspection typing_extensions opentelemetry-api orjson rapidfuzz uvicorn pytest-asyncio"
+
+export DEVICE PY OUT KIT SKIP_WHEELS SITE MODEL_DIR WORK
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+# ------------------------------------------------------------------------------ prepare
+prepare_kit() { # here, in the repository, with this checkout's .venv and PyPI
+    local venv_py=".venv/bin/python" pins=() name version
+    rm -rf "${KIT:?}"
+    mkdir -p "$KIT/wheels" "$KIT/tokenizer"
+    for name in $WHEEL_PACKAGES; do
+        version=$("$venv_py" -c \
+            "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
+        pins+=("$name==$version")
+    done
+    "$venv_py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$KIT/wheels" \
+        "${pins[@]}"
+    "$venv_py" - "$KIT/tokenizer" <<'PYEOF'
+"""Copy the embedded SmolLM2's tokenizer files (its de-quantised cache is built if needed)."""
+import shutil
+import sys
+from pathlib import Path
+
+from reward_server.certainty.model_loading import resolve_model_dir
+
+folder, _ = resolve_model_dir("embedded", str(Path.home() / ".cache" / "shop-r1-reward"))
+for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+             "special_tokens_map.json"):
+    if (folder / name).is_file():
+        shutil.copy(folder / name, Path(sys.argv[1]) / name)
+PYEOF
+    du -sh "$KIT"/*
+    ls "$KIT/wheels" "$KIT/tokenizer"
+}
+
+if [[ "${1:-}" == prepare ]]; then
+    prepare_kit
+    exit
+fi
+
 if [[ "${1:-}" != __run ]]; then # the top level (a step's child inherits all of this)
     mkdir -p "$OUT" "$WORK"
     if [[ "$SKIP_WHEELS" == 1 ]]; then
@@ -78,8 +115,8 @@ if [[ "${1:-}" != __run ]]; then # the top level (a step's child inherits all of
     START=$(date +%s)
     DEADLINE=$((START + BUDGET_S))
     FAILED=0
-    for f in summary.txt 00-env.log 01-build.log 02-tests.log 03-http.log 04-bench.log \
-        05-bench-large.log; do
+    for f in summary.txt 00-env.log 01-test-cuda.log 02-shapes-small.log 03-shapes-large.log \
+        04-http.log 05-tests.log; do
         : >"$OUT/$f"
     done
 fi
@@ -91,7 +128,7 @@ record() { # NAME STATUS SECONDS
 # step NAME LOG LIMIT_S COMMAND...: run COMMAND under timeout (capped by what is left of
 # the budget), its output appended to $OUT/LOG and shown; record how it ended.
 step() {
-    local name=$1 log=$2 limit=$3
+    local name=$1 log=$2 limit=$(($3 * LIMIT_SCALE))
     shift 3
     if [[ " $STEPS " != *" $name "* ]]; then
         record "$name" "not in STEPS" 0
@@ -135,15 +172,15 @@ install_wheels() {
         echo "SKIP_WHEELS=1: using $PY's own packages"
         return 0
     fi
-    ls -l "$WHEELS"
+    ls -l "$KIT/wheels"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$SITE" "$WHEELS"/*.whl
+        --target "$SITE" "$KIT"/wheels/*.whl
 }
 
 show_env() {
     uname -a
     nproc
-    ls -l "$KIT" "$KIT/smollm2"
+    ls -l "$KIT" "$KIT/tokenizer" || true
     if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "no nvidia-smi"; fi
     "$PY" - <<'EOF'
 import importlib
@@ -180,41 +217,25 @@ EOF
 }
 
 # ------------------------------------------------------------------------------ model
-build_model() {
-    "$PY" - "$KIT/smollm2" "$MODEL_DIR" <<'EOF'
-"""A SmolLM2-135M-shaped model with random weights (seed 0) and the real tokenizer."""
-import json
+build_model() { # a SmolLM2-135M-shaped folder with random weights and the real tokenizer
+    "$PY" - "$KIT/tokenizer" "$MODEL_DIR" <<'PYEOF'
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from reward_server.certainty.model_shapes import SHAPES, random_model
 
 kit, dest = Path(sys.argv[1]), Path(sys.argv[2])
 t0 = time.perf_counter()
-torch.manual_seed(0)
-config = AutoConfig.from_pretrained(kit)
-model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+model = random_model(SHAPES["SmolLM2-135M"], seed=0)
 if dest.exists():
     shutil.rmtree(dest)
 model.save_pretrained(dest)
-for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json",
-             "chat_template.jinja"):
-    shutil.copy(kit / name, dest / name)
-tokenizer = AutoTokenizer.from_pretrained(dest)
-saved = json.loads((dest / "config.json").read_text())
-wanted = json.loads((kit / "config.json").read_text())
-keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "num_key_value_heads", "vocab_size", "max_position_embeddings", "tie_word_embeddings")
-assert {k: saved[k] for k in keys} == {k: wanted[k] for k in keys}, (saved, wanted)
-params = sum(p.numel() for p in model.parameters())
-size = sum(f.stat().st_size for f in dest.iterdir())
-print(f"{type(model).__name__}: {params / 1e6:.1f}M parameters, tokenizer {len(tokenizer)} "
-      f"tokens, {size / 2**20:.0f} MiB in {dest} ({time.perf_counter() - t0:.1f} s)")
-print(sorted(f.name for f in dest.iterdir()))
-EOF
+for f in kit.iterdir():
+    shutil.copy(f, dest / f.name)
+print(f"{dest}: {sorted(p.name for p in dest.iterdir())} ({time.perf_counter() - t0:.1f} s)")
+PYEOF
 }
 
 # ------------------------------------------------------------------------------ tests
@@ -233,6 +254,7 @@ cuda_tests() {
 
 # ------------------------------------------------------------------------------ http
 http_check() {
+    build_model
     "$PY" - "$MODEL_DIR" "$DEVICE" "$WORK" <<'EOF'
 """`shop-r1-reward serve` on 127.0.0.1 with the model on DEVICE: /v1/rewards with
 self_certainty_source=model, then /metrics; the server is stopped in any case."""
@@ -366,7 +388,7 @@ try:
     # Random weights give near-uniform rows, so the values are all close to 0.115: this
     # catches NaN or garbage, not subtle errors (tests/certainty/test_cuda.py does that,
     # on a peaked tiny model). On CPU both sides are the same float32 computation.
-    from reward_server.certainty.backends import TransformersBackend
+    from reward_server.certainty.transformers_backend import TransformersBackend
     from reward_server.certainty.types import CertaintyRequest
 
     rtol = 1e-5 if device == "cpu" else 1e-2
@@ -427,20 +449,20 @@ if [[ "${1:-}" == __run ]]; then # one step, in a child under `timeout` (see ste
 fi
 
 echo "device check: DEVICE=$DEVICE PY=$PY OUT=$OUT budget ${BUDGET_S}s" | tee -a "$OUT/00-env.log"
-step wheels 00-env.log 90 install_wheels
-step env 00-env.log 60 show_env
-step build 01-build.log 120 build_model
-step test_cuda 02-tests.log 120 cuda_tests
-step tests 02-tests.log 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/certainty \
-    --ignore=tests/certainty/test_cuda.py
-step http 03-http.log 150 http_check
-stop_leftover_server
+step wheels 00-env.log 60 install_wheels
+step env 00-env.log 30 show_env
+step test_cuda 01-test-cuda.log 170 cuda_tests
 # shellcheck disable=SC2086  # the bench arguments are word lists
-step bench 04-bench.log 200 "$PY" bench/bench_certainty.py --device "$DEVICE" \
-    --model "$MODEL_DIR" --data "$KIT/shopping-steps" $BENCH_ARGS
+step shapes_small 02-shapes-small.log 150 "$PY" bench/bench_certainty.py --device "$DEVICE" \
+    --shapes SmolLM2-135M --tokenizer "$KIT/tokenizer" $SHAPES_SMALL_ARGS
 # shellcheck disable=SC2086
-step bench_large 05-bench-large.log 150 "$PY" bench/bench_certainty.py --device "$DEVICE" \
-    --model "$MODEL_DIR" --data "$KIT/shopping-steps" $BENCH_LARGE_ARGS
+step shapes_large 03-shapes-large.log 240 "$PY" bench/bench_certainty.py --device "$DEVICE" \
+    --shapes Qwen2.5-0.5B,Qwen2.5-1.5B,Qwen2.5-3B --tokenizer "$KIT/tokenizer" \
+    $SHAPES_LARGE_ARGS
+step http 04-http.log 120 http_check
+stop_leftover_server
+step tests 05-tests.log 120 "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow" \
+    tests/certainty --ignore=tests/certainty/test_cuda.py
 
 echo "=== summary ($(($(date +%s) - START))s in all; DEVICE=$DEVICE)"
 cat "$OUT/summary.txt"

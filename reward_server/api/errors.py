@@ -2,7 +2,8 @@
 
 Shape: ``{"error": {"message", "type", "param", "code"}}``. 422 malformed body or invalid
 ground truth (``param`` names the field and item index), 401 missing or wrong API key,
-403 a state-changing endpoint that is disabled, 413 over a limit, 429 scorer queue full
+403 a state-changing endpoint that is disabled, 413 over a limit (a body, an item count,
+or more model items than the scorer's queue can ever hold), 429 scorer queue full
 (Retry-After), 503 not ready (Retry-After), 504 deadline passed while queued, 500 a bug.
 """
 
@@ -21,6 +22,7 @@ from reward_server.certainty.types import (
     ScorerDeadlineExceeded,
     ScorerNotReady,
     ScorerOverloaded,
+    ScorerRequestTooLarge,
 )
 from reward_server.protocol import describe_validation_error
 from reward_server.service import CertaintyUnavailable, InvalidRequest
@@ -65,6 +67,7 @@ class _Mapping:
 
 _STATUS_OF: dict[type[BaseException], _Mapping] = {
     InvalidRequest: _Mapping(422, "invalid_request_error"),
+    ScorerRequestTooLarge: _Mapping(413, "payload_too_large"),
     ScorerOverloaded: _Mapping(429, "overloaded"),
     ScorerNotReady: _Mapping(503, "not_ready"),
     CertaintyUnavailable: _Mapping(503, "scorer_unavailable"),

@@ -1,4 +1,4 @@
-"""Row reductions of self-certainty (REWARD_SPEC section 4), chunked, in float32 or wider.
+"""Row reductions of self-certainty (REWARD_CONTRACT.md §4), chunked, in float32 or wider.
 
 For one logits row ``z`` (width ``V``) at temperature ``T``, with ``y = z / T`` and
 ``p = softmax(y)``:
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-KINDS = ("kl_uniform", "kl_to_uniform")
+from reward_server.certainty.encoding import KINDS
 
 
 def row_certainty(
@@ -81,19 +81,30 @@ def chunked_certainty(
     return out
 
 
-def reference_certainty(
-    full_logits: torch.Tensor, positions: list[int], temperature: float, kind: str
-) -> float:
-    """Float64 reference: mean over token positions ``t`` of the reduction of row ``t - 1``.
-
-    ``full_logits [L, V]`` are the logits of a whole sequence; ``positions`` index tokens of
-    that sequence (each >= 1). Uses a full float64 log-softmax: for tests only.
-    """
-    z = full_logits.double()[[t - 1 for t in positions]] / temperature
-    logp = torch.log_softmax(z, dim=-1)
-    log_v = math.log(z.shape[-1])
-    if kind == "kl_uniform":
-        vals = -logp.mean(dim=-1) - log_v
-    else:
-        vals = log_v + (logp.exp() * logp).sum(dim=-1)
-    return float(vals.mean())
+def item_means(
+    rows: list[torch.Tensor],
+    temperatures: list[float],
+    kinds: list[str],
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chunk_rows: int,
+) -> list[float]:
+    """Each item's value: the mean over its rows ``rows[i] [n_i, H]`` (hidden states that
+    predict its rationale tokens) of the reduction of ``head(row) / T_i``, accumulated in
+    float64. All items' rows go through :func:`chunked_certainty` together."""
+    if not rows:
+        return []
+    hidden = torch.cat(rows, dim=0)
+    row_temps: list[float] = []
+    row_kinds: list[str] = []
+    for r, t, k in zip(rows, temperatures, kinds, strict=True):
+        row_temps.extend([t] * r.shape[0])
+        row_kinds.extend([k] * r.shape[0])
+    temps = torch.tensor(row_temps, dtype=torch.float32, device=hidden.device)
+    values = chunked_certainty(hidden, head, temps, row_kinds, chunk_rows).double().cpu()
+    out: list[float] = []
+    start = 0
+    for r in rows:
+        n = r.shape[0]
+        out.append(float(values[start : start + n].mean()))
+        start += n
+    return out

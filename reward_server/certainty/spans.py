@@ -1,4 +1,4 @@
-"""Rationale character span -> completion token positions (REWARD_SPEC section 4).
+"""Rationale character span -> completion token positions (REWARD_CONTRACT.md §4).
 
 A completion token counts as a rationale token when its character span ``[a, b)`` in the
 completion text overlaps the rationale's span ``[start, end)``: ``a < end and b > start``
@@ -26,14 +26,23 @@ def encode_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tupl
     return list(enc["input_ids"]), [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
 
-def offsets_by_decoding(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Character spans of given token ids, found by decoding growing prefixes.
+def offsets_by_decoding(
+    tokenizer: Any, ids: Sequence[int], stop_at: int | None = None, window: int = 16
+) -> tuple[str, list[tuple[int, int]]]:
+    """Character spans of given token ids, found by decoding them token by token.
 
-    Token ``i`` spans ``[len(decode(ids[:i])), len(decode(ids[:i+1])))``. A token holding
-    only part of a multi-byte character decodes to a replacement character until the
-    character completes, so prefix lengths are made monotone: such a token gets the span
-    that its completed character ends up at. Returns the full decoded text and the spans.
-    Costs O(n^2) decoding, fine for completions of a few hundred tokens.
+    Linear: each step decodes a window of at most ``window`` recent tokens and takes what
+    it adds to the already settled text (the way streaming detokenisers work), so a
+    tokenizer that strips a leading space at the start of a decode strips it on both
+    sides of the difference. A token holding only part of a multi-byte character decodes
+    to U+FFFD; such a run of tokens (at most ``window``) is settled by the token that
+    completes the character. As in a tokenizer's own offsets, a token spans the characters
+    it holds bytes of: from the first character not complete before it to the end of the
+    last one it touches. Decoding stops once ``stop_at`` characters are known; the tokens
+    after that get zero-width spans at the end of the returned text.
+
+    Returns the text decoded so far and one span per id. Raises ``ValueError`` when more
+    tokens change text that was already settled (the ids cannot be decoded incrementally).
     """
 
     def dec(part: Sequence[int]) -> str:
@@ -41,30 +50,32 @@ def offsets_by_decoding(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[t
             list(part), skip_special_tokens=False, clean_up_tokenization_spaces=False
         )
 
-    full = dec(ids)
-    ends: list[int] = []
-    for i in range(1, len(ids) + 1):
-        prefix = dec(ids[:i])
-        # A prefix that ends mid-character decodes to U+FFFD, which is not a prefix of the
-        # full text; count it as not yet advanced (the next token completes it).
-        n = len(prefix)
-        while n > 0 and not full.startswith(prefix[:n]):
-            n -= 1
-        ends.append(n)
-    for i in range(len(ends) - 2, -1, -1):
-        ends[i] = min(ends[i], ends[i + 1])
+    pieces: list[str] = []
     offsets: list[tuple[int, int]] = []
-    prev = 0
-    pending = 0  # tokens so far that hold only part of a character
-    for end in ends:
-        if end == prev:
-            pending += 1
-            offsets.append((prev, prev))
+    emitted = 0  # characters settled so far
+    start = read = 0  # decode window start; tokens before ``read`` are settled
+    settled = ""  # dec(ids[start:read])
+    complete: list[int] = []  # per pending token: characters complete after it
+    for i in range(len(ids)):
+        if stop_at is not None and emitted >= stop_at:
+            break
+        current = dec(ids[start : i + 1])
+        if current.endswith("\ufffd") and i + 1 - read < window:
+            # An incomplete character: wait for the token that completes it.
+            complete.append(max(0, len(current.rstrip("\ufffd")) - len(settled)))
             continue
-        # Tokens holding bytes of a character get the span of the token completing it.
-        for j in range(len(offsets) - pending, len(offsets)):
-            offsets[j] = (prev, end)
-        pending = 0
-        offsets.append((prev, end))
-        prev = end
-    return full, offsets
+        if not current.startswith(settled):
+            raise ValueError("the token ids do not decode incrementally")
+        piece = current[len(settled) :]
+        done = [min(c, len(piece)) for c in complete]
+        before = 0
+        for c in done:  # pending tokens: from what was complete before them to the end
+            offsets.append((emitted + before, emitted + len(piece)))
+            before = max(before, c)
+        offsets.append((emitted + min(before, len(piece)), emitted + len(piece)))
+        pieces.append(piece)
+        emitted += len(piece)
+        start, read, complete = read, i + 1, []
+        settled = dec(ids[start:read])
+    offsets.extend([(emitted, emitted)] * (len(ids) - len(offsets)))
+    return "".join(pieces), offsets

@@ -7,14 +7,13 @@ the model, and gets back one :class:`CertaintyResult` per request, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from reward_contract import CertaintyKind
 
 
 @dataclass(frozen=True, slots=True)
 class CertaintyRequest:
-    """One completion to score with the served model (REWARD_SPEC section 4).
+    """One completion to score with the served model (REWARD_CONTRACT.md §4).
 
     Exactly one of ``prompt_text`` (already chat-templated), ``prompt_messages`` (chat
     messages, rendered with the model's chat template and the generation prompt) or
@@ -32,29 +31,18 @@ class CertaintyRequest:
     kind: CertaintyKind = "kl_uniform"
     temperature: float = 1.0
 
-    @classmethod
-    def from_json(cls, fields: dict[str, Any]) -> CertaintyRequest:
-        """The request whose ``dataclasses.asdict`` went through JSON as ``fields`` (lists
-        back into the tuples the request holds): how a request crosses to a process that
-        runs another backend."""
-        values = dict(fields)
-        for key in ("rationale_span", "prompt_ids", "completion_ids"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        if values.get("prompt_messages") is not None:
-            values["prompt_messages"] = tuple(tuple(m) for m in values["prompt_messages"])
-        return cls(**values)
-
 
 @dataclass(slots=True)
 class CertaintyResult:
     """Self-certainty of one completion, or ``value=None`` with a machine-readable reason.
 
     Reasons: ``too_long`` (prompt + completion exceed the model context), ``empty_span``
-    (no completion token overlaps the rationale), ``backend_error`` (the detail says what),
-    ``invalid_request`` (span outside the text, token id outside the vocabulary, two prompt
-    forms, unknown kind, temperature <= 0), ``span_mismatch`` (``completion_ids`` do not
-    decode to ``completion_text`` up to the span end).
+    (no completion token overlaps the rationale), ``invalid_request`` (span outside the
+    text, a token id outside the vocabulary, a text that is not valid Unicode, two prompt
+    forms, unknown kind, temperature <= 0: input that can never succeed), ``span_mismatch``
+    (``completion_ids`` do not decode to ``completion_text`` up to the span end),
+    ``non_finite`` (the value overflowed, e.g. a temperature so small that the scaled
+    logits are infinite), ``backend_error`` (the model failed; the detail says how).
     """
 
     value: float | None
@@ -89,38 +77,18 @@ class ScorerOverloaded(ScorerError):
         self.retry_after = retry_after
 
 
+class ScorerRequestTooLarge(ScorerError):
+    """One call holds more items than the queue can ever take (``max_queue_items``):
+    retrying cannot help; the caller must split it."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class ScorerNotReady(ScorerError):
     """The model is not loaded (or is loading)."""
 
 
 class ScorerDeadlineExceeded(ScorerError):
     """The request's deadline passed while its items were queued."""
-
-
-def finish_batch(
-    results: list[CertaintyResult | None],
-    forward_seconds: float,
-    tokens: int,
-    extra: dict[str, float],
-) -> tuple[list[CertaintyResult], BatchStats]:
-    """Every slot filled (an invariant, never a short list), each stamped with the batch's
-    forward time, and the batch's stats: what every backend returns from a batch."""
-    out: list[CertaintyResult] = []
-    for result in results:
-        if result is None:
-            raise RuntimeError("a backend batch left an item without a result")
-        result.forward_seconds = forward_seconds
-        out.append(result)
-    return out, BatchStats(len(out), tokens, forward_seconds, extra)
-
-
-def warmup_request() -> CertaintyRequest:
-    """A short, known-good item every backend scores once before it reports ready."""
-    rationale = "I look for a cheap lamp."
-    text = '{"rationale": "' + rationale + '", "action": {"type": "terminate"}}'
-    start = text.index(rationale)
-    return CertaintyRequest(
-        completion_text=text,
-        rationale_span=(start, start + len(rationale)),
-        prompt_text="Find a lamp.\n",
-    )

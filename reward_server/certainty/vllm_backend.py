@@ -1,7 +1,7 @@
 """The vLLM scoring backend: exact self-certainty from vLLM's per-token hidden states.
 
 vLLM's sampling outputs carry only the top-k log-probabilities of each position, which
-cannot give the full-row reductions of REWARD_SPEC section 4 exactly. Its pooling runner
+cannot give the full-row reductions of REWARD_CONTRACT.md §4 exactly. Its pooling runner
 can: with ``runner="pooling"``, token-wise ``ALL`` pooling and no activation, the
 ``token_embed`` task returns the model's final (normed) hidden state of every computed
 position. This backend applies the model's output layer to the rows that predict
@@ -20,12 +20,14 @@ prompt group, then the others, so the others find the prompt's blocks in the cac
 item whose needed rows were served from the cache anyway is re-run without reading it.
 
 Per item, the input is ``prompt ++ completion[:k]`` with ``k`` the last rationale token
-index (later tokens cannot change the value), exactly as the transformers backend feeds
-it; tokenisation, spans and validation are the transformers backend's own code.
+index (later tokens cannot change the value), exactly as the transformers engine feeds
+it; tokenisation, spans and validation are the shared ``encoding``, the output layer the
+shared ``output_head``, the reductions the shared ``reductions``.
 
 The engine is chosen by configuration: model ``"vllm:<dir>"`` or ``"vllm:embedded"`` in
-:func:`reward_server.certainty.build_scorer`. vLLM is imported only when a backend is
-built (install it with the ``vllm`` extra on GPU, or ``scripts/install-vllm-cpu``).
+:func:`reward_server.certainty.build_scorer` (the table is ``engines``). vLLM is imported
+only when a backend is built (install it with the ``vllm`` extra on GPU, or
+``scripts/install-vllm-cpu``).
 vLLM starts engine processes with spawn: guard the entry point (``if __name__ ==
 "__main__"``) of any script that builds this backend.
 """
@@ -34,16 +36,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reward_server.certainty.backends import (
+from reward_server.certainty.backend import (
+    certainty_result,
+    check_scores,
+    finish_batch,
+    score_requests,
+)
+from reward_server.certainty.encoding import (
     EncodedItem,
-    TransformersBackend,
-    _failure,
+    RequestEncoder,
+    failure,
     group_by_prompt,
 )
 from reward_server.certainty.model_loading import (
@@ -51,19 +59,13 @@ from reward_server.certainty.model_loading import (
     ModelLoadError,
     resolve_model_dir,
 )
-from reward_server.certainty.reductions import chunked_certainty
-from reward_server.certainty.types import BatchStats, CertaintyResult, finish_batch, warmup_request
-
-VLLM_PREFIX = "vllm:"
+from reward_server.certainty.output_head import OutputHead, default_chunk_rows
+from reward_server.certainty.reductions import item_means
+from reward_server.certainty.types import BatchStats, CertaintyRequest, CertaintyResult
 
 # Logit post-processing that some architectures apply after the lm_head. Soft-capping is
 # reproduced; the others are refused rather than silently giving wrong values.
 _UNSUPPORTED_LOGIT_SCALES = ("logit_scale", "logits_scaling", "output_multiplier_scale")
-
-
-def strip_engine_prefix(model: str) -> str:
-    """``"vllm:/models/x"`` -> ``"/models/x"``; anything else unchanged."""
-    return model[len(VLLM_PREFIX) :] if model.startswith(VLLM_PREFIX) else model
 
 
 def load_output_head(folder: Path) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -127,19 +129,10 @@ def _read_safetensors(folder: Path, names: list[str]) -> torch.Tensor | None:
 
 
 class VllmBackend:
-    """Self-certainty with a vLLM pooling engine (synchronous; one thread at a time).
-
-    Same interface as :class:`~reward_server.certainty.backends.TransformersBackend`:
-    ``encode``, ``score_encoded``, ``score_batch``, ``warmup``, ``model_name``,
-    ``vocab_size``. Build with :meth:`from_pretrained`.
+    """Self-certainty with a vLLM pooling engine (synchronous; one thread at a time); a
+    :class:`~reward_server.certainty.backend.ScoringBackend`. Build with
+    :meth:`from_pretrained`.
     """
-
-    # Tokenisation, rationale spans and request validation are shared with the
-    # transformers backend (they only use ``tokenizer``, ``input_vocab``, ``max_positions``).
-    encode = TransformersBackend.encode
-    _prompt_ids = TransformersBackend._prompt_ids
-    _encode_ids = TransformersBackend._encode_ids
-    score_batch = TransformersBackend.score_batch
 
     def __init__(
         self,
@@ -161,13 +154,13 @@ class VllmBackend:
         self.share_prompts = share_prompts
         self.device = torch.device(head_device)
         self.head_weight = head_weight.to(device=self.device, dtype=head_dtype)
-        # V = width of the logits row, padding included (spec section 4).
+        self.head = OutputHead.from_weight(self.head_weight, softcap)
+        # V = width of the logits row, padding included (REWARD_CONTRACT.md §4).
         self.vocab_size = int(self.head_weight.shape[0])
-        # Rows of logits reduced at once (~4M float32 values per chunk), as the other backend.
-        self.chunk_rows = chunk_rows or max(8, (1 << 22) // self.vocab_size)
+        self.chunk_rows = chunk_rows or default_chunk_rows(self.vocab_size, self.device.type)
         self.input_vocab = self.vocab_size
         self.max_positions = max_positions
-        self._softcap = softcap
+        self.encoder = RequestEncoder(tokenizer, self.input_vocab, max_positions)
         # Last batch: prompt tokens served from vLLM's prefix cache; items re-run uncached.
         self.last_cached_tokens = 0
         self.last_rerun_items = 0
@@ -185,14 +178,15 @@ class VllmBackend:
         share_prompts: bool = True,
         **engine_kw: Any,
     ) -> VllmBackend:
-        """Start a vLLM pooling engine on ``"embedded"`` (SmolLM2) or a local directory.
+        """Start a vLLM pooling engine on ``"embedded"`` (SmolLM2) or a local directory
+        (the ``vllm:`` prefix already taken off by ``engines``).
 
         float32 on CPU (``vllm-cpu``), bfloat16 on CUDA, as the transformers backend.
         ``engine_kw`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``,
         ``kv_cache_memory_bytes``, ``max_num_batched_tokens``, ``enforce_eager``).
         Raises :class:`ModelLoadError` when vLLM is missing or the model does not load.
         """
-        folder, name = resolve_model_dir(strip_engine_prefix(model), cache_dir)
+        folder, name = resolve_model_dir(model, cache_dir)
         try:
             from vllm import LLM
             from vllm.config import PoolerConfig
@@ -256,11 +250,13 @@ class VllmBackend:
             core.shutdown()
 
     # ------------------------------------------------------------------ scoring
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = torch.nn.functional.linear(hidden.to(self.head_weight.dtype), self.head_weight)
-        if self._softcap:  # Gemma-2 style final soft-capping is part of the model's logits
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+    def encode(self, req: CertaintyRequest) -> EncodedItem | CertaintyResult:
+        """Tokenise one request; a :class:`CertaintyResult` is a per-item failure."""
+        return self.encoder.encode(req)
+
+    def score_batch(self, requests: Sequence[CertaintyRequest]) -> list[CertaintyResult]:
+        """Encode and score ``requests`` synchronously; one result per request, in order."""
+        return score_requests(self, requests)
 
     def _hidden_states(
         self, sequences: list[list[int]], read_cache: bool
@@ -342,42 +338,31 @@ class VllmBackend:
         self.last_rerun_items = len(redo)
 
         rows: list[torch.Tensor] = []
-        temps: list[float] = []
-        kinds: list[str] = []
         scored: list[int] = []
         for i in seqs:
             h = states[i]
             it = items[i]
             assert isinstance(it, EncodedItem)
             if not isinstance(h, torch.Tensor):
-                results[i] = _failure(
-                    "backend_error", f"{type(h).__name__}: {h}", it.total_tokens
-                )
+                results[i] = failure("backend_error", f"{type(h).__name__}: {h}", it.total_tokens)
                 continue
             skipped = len(seqs[i]) - h.shape[0]
             idx = torch.tensor([r - skipped for r in needed_rows(i)], dtype=torch.long)
             rows.append(h[idx].to(self.device))
-            temps.extend([it.temperature] * len(it.positions))
-            kinds.extend([it.kind] * len(it.positions))
             scored.append(i)
         tokens = 0
         if scored:
+            encoded = [items[i] for i in scored]
             with torch.inference_mode():
-                temp_t = torch.tensor(temps, dtype=torch.float32, device=self.device)
-                vals = chunked_certainty(
-                    torch.cat(rows, dim=0), self._logits, temp_t, kinds, self.chunk_rows
-                ).double().cpu()
-            start = 0
-            for i in scored:
-                it = items[i]
-                assert isinstance(it, EncodedItem)
-                n = len(it.positions)
-                results[i] = CertaintyResult(
-                    value=float(vals[start : start + n].mean()),
-                    rationale_tokens=n,
-                    total_tokens=it.total_tokens,
+                values = item_means(
+                    rows,
+                    [it.temperature for it in encoded],  # type: ignore[union-attr]
+                    [it.kind for it in encoded],  # type: ignore[union-attr]
+                    self.head,
+                    self.chunk_rows,
                 )
-                start += n
+            for i, value in zip(scored, values, strict=True):
+                results[i] = certainty_result(items[i], value)  # type: ignore[arg-type]
             done = set(scored)
             for prompt, idxs in groups.items():
                 if any(i in done for i in idxs):
@@ -394,23 +379,7 @@ class VllmBackend:
     # ------------------------------------------------------------------ checks
     def warmup(self) -> None:
         """Score one short item; refuse to start if it fails."""
-        result = self.score_batch([warmup_request()])[0]
-        if result.value is None:
-            raise ModelLoadError(f"{self.model_name}: warm-up failed: {result.detail}")
+        check_scores(self)
 
 
-def vllm_loader(device: str, cache_dir: str | None, **backend_kw: Any) -> Callable[[str], Any]:
-    """A loader building :class:`VllmBackend` (vLLM is imported when it runs).
-
-    Accepts ``"vllm:<dir>"``, ``"vllm:embedded"`` or a plain directory (reloads pass one).
-    """
-
-    def load(model: str) -> Any:
-        return VllmBackend.from_pretrained(
-            strip_engine_prefix(model), device=device, cache_dir=cache_dir, **backend_kw
-        )
-
-    return load
-
-
-__all__ = ["VLLM_PREFIX", "VllmBackend", "load_output_head", "strip_engine_prefix", "vllm_loader"]
+__all__ = ["VllmBackend", "load_output_head"]

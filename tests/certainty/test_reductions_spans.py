@@ -1,4 +1,4 @@
-"""Row reductions (REWARD_SPEC section 4) and rationale span -> token positions."""
+"""Row reductions (REWARD_CONTRACT.md §4) and rationale span -> token positions."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import math
 
 import pytest
 import torch
+from certainty_helpers import reference_certainty
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reward_server.certainty.reductions import (
-    chunked_certainty,
-    reference_certainty,
-    row_certainty,
-)
+from reward_server.certainty.reductions import chunked_certainty, row_certainty
 from reward_server.certainty.spans import (
     encode_with_offsets,
     offsets_by_decoding,
@@ -110,17 +107,3 @@ def test_offsets_by_decoding_agree_with_tokenizer(tiny_tokenizer, text):
             assert overlapping_positions(derived, (start, end)) == overlapping_positions(
                 offsets, (start, end)
             ), (start, end)
-
-
-def test_request_survives_a_json_round_trip():
-    """How a request reaches a backend in another process (the vLLM bench and test)."""
-    import json
-    from dataclasses import asdict
-
-    from reward_server.certainty.types import CertaintyRequest
-
-    for request in (
-        CertaintyRequest("{}", (1, 1), prompt_messages=(("user", "Find a lamp."),)),
-        CertaintyRequest("{}", (0, 2), prompt_ids=(5, 6), completion_ids=(7,), temperature=0.5),
-    ):
-        assert CertaintyRequest.from_json(json.loads(json.dumps(asdict(request)))) == request

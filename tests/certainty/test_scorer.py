@@ -18,7 +18,7 @@ from reward_server.certainty import (
     ScorerOverloaded,
     build_scorer,
 )
-from reward_server.certainty.backends import TransformersBackend
+from reward_server.certainty.transformers_backend import TransformersBackend
 
 
 class Gated:
@@ -250,3 +250,14 @@ async def test_stop_closes_a_backend_that_has_engine_processes(gated):
     assert result[0].value is not None and not closed
     await scorer.stop()
     assert closed == [len(gated.batches)]
+
+
+def test_bounds_are_checked_and_shown(gated):
+    for bad in ({"max_queue_items": 0}, {"max_wait_ms": -1}, {"max_batch_tokens": 0},
+                {"max_items_per_batch": 0}):
+        with pytest.raises(ValueError):
+            make_scorer(gated, **bad)
+    scorer = make_scorer(gated, max_batch_tokens=100, max_items_per_batch=7)
+    assert (scorer.max_batch_tokens, scorer.max_items_per_batch) == (100, 7)
+    # Before start: the setting as the name, no vocabulary, nothing queued.
+    assert (scorer.model_name, scorer.vocab_size, scorer.queue_depth) == ("tiny", 0, 0)

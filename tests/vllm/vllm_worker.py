@@ -3,8 +3,8 @@
 
     <vllm-venv>/bin/python tests/vllm/vllm_worker.py --cache-dir DIR --requests IN --out OUT
 
-IN: {"batch": [request, ...], "alone": [index, ...]}, requests as ``CertaintyRequest``
-fields (JSON lists for tuples). OUT: {"batch": [result, ...], "alone": {index: result},
+IN (a pickle the test wrote): {"batch": [CertaintyRequest, ...], "alone": [index, ...]}.
+OUT: {"batch": [result, ...], "alone": {index: result},
 "alone_uncached": {...}, "cached_tokens": N, "load_seconds": s, "batch_seconds": s}.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from dataclasses import asdict
@@ -32,15 +33,14 @@ def main() -> int:
     ap.add_argument("--requests", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    spec = json.loads(Path(args.requests).read_text())
-    from reward_server.certainty.types import CertaintyRequest
+    spec = pickle.loads(Path(args.requests).read_bytes())  # the test's own file
     from reward_server.certainty.vllm_backend import VllmBackend
 
     t0 = time.perf_counter()
-    backend = VllmBackend.from_pretrained("vllm:embedded", device="cpu", cache_dir=args.cache_dir)
+    backend = VllmBackend.from_pretrained("embedded", device="cpu", cache_dir=args.cache_dir)
     backend.warmup()
     load_s = time.perf_counter() - t0
-    reqs = [CertaintyRequest.from_json(d) for d in spec["batch"]]
+    reqs = spec["batch"]
     backend.llm.reset_prefix_cache()
     t0 = time.perf_counter()
     batch = backend.score_batch(reqs)

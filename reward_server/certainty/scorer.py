@@ -1,18 +1,16 @@
-"""The async scorer: a bounded micro-batching queue in front of a synchronous backend.
+"""The async scorer: lifecycle, reload and executors around a :class:`BatchQueue` and a
+synchronous :class:`ScoringBackend`.
 
-One queue owner (the batch loop task) forms batches; one worker thread runs the model.
+One batch-loop task owns the queue; one worker thread runs the model, another tokenises.
 Items from concurrent :meth:`CertaintyScorer.score` calls are coalesced into a batch when
+the oldest queued item has waited ``max_wait_ms`` or the queue already holds a full batch
+(the batch rules are :mod:`~reward_server.certainty.batch_queue`'s).
 
-* the oldest queued item has waited ``max_wait_ms``, or the queue already holds a full
-  batch (``max_batch_tokens`` forward tokens or ``max_items_per_batch`` items);
-* a prompt shared by several items is counted once in the token budget and its items are
-  pulled into the same batch (a GRPO group split over several requests still shares one
-  prompt encoding).
-
-A full queue answers :class:`ScorerOverloaded` at once; an item whose caller went away
-(cancelled) is dropped before it reaches the model; an item still queued when its
-deadline passes fails with :class:`ScorerDeadlineExceeded`. This module imports no torch:
-the backend is loaded lazily in the worker thread by ``start()``.
+A call with more items than ``max_queue_items`` raises :class:`ScorerRequestTooLarge` (it
+can never fit); a queue too full for a call answers :class:`ScorerOverloaded` at once; an
+item whose caller went away (cancelled) is dropped before it reaches the model; an item
+still queued when its deadline passes fails with :class:`ScorerDeadlineExceeded`. This
+module imports no torch: the backend is loaded lazily in the worker thread by ``start()``.
 """
 
 from __future__ import annotations
@@ -21,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from reward_server.certainty.model_loading import ModelLoadError, check_reload_dir
+from reward_server.certainty.backend import Loader, ScoringBackend
+from reward_server.certainty.batch_queue import BatchQueue, QueuedItem
+from reward_server.certainty.model_loading import check_reload_dir
 from reward_server.certainty.types import (
     BatchStats,
     CertaintyRequest,
@@ -35,6 +34,7 @@ from reward_server.certainty.types import (
     ScorerDeadlineExceeded,
     ScorerNotReady,
     ScorerOverloaded,
+    ScorerRequestTooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -48,43 +48,26 @@ class BatchObserver(Protocol):
     def on_queue_depth(self, depth: int) -> None: ...
 
 
-Loader = Callable[[str], Any]
-"""Builds a backend (``encode``, ``score_encoded``, ``warmup``, ``model_name``,
-``vocab_size``) from a model setting; runs in a worker thread."""
-
-
-@dataclass(eq=False, slots=True)
-class _Entry:
-    request: CertaintyRequest
-    encoded: Any  # EncodedItem (a failure never enters the queue)
-    generation: int
-    future: asyncio.Future[CertaintyResult]
-    enqueued: float
-    deadline: float | None
-    prompt_hash: int
-    in_flight: bool = False
-
-
 @dataclass(slots=True)
-class _Throughput:
-    """EWMA of items per second, to suggest a Retry-After when the queue is full."""
+class ItemRate:
+    """Exponentially weighted average of items scored per second (weight ``alpha`` on the
+    newest batch), to suggest a Retry-After when the queue is full."""
 
     items_per_s: float = 0.0
-    _alpha: float = field(default=0.3)
+    alpha: float = 0.3
 
     def update(self, items: int, seconds: float) -> None:
         if seconds <= 0:
             return
         rate = items / seconds
-        self.items_per_s = (
-            rate
-            if self.items_per_s == 0
-            else (self._alpha * rate + (1 - self._alpha) * self.items_per_s)
-        )
+        if self.items_per_s == 0:
+            self.items_per_s = rate
+        else:
+            self.items_per_s = self.alpha * rate + (1 - self.alpha) * self.items_per_s
 
 
 class CertaintyScorer:
-    """Async self-certainty scorer; see the module docstring for the batching rules."""
+    """Async self-certainty scorer; see the module docstring for the rules."""
 
     def __init__(
         self,
@@ -98,21 +81,19 @@ class CertaintyScorer:
         observer: BatchObserver | None = None,
         reload_root: str | None = None,
     ) -> None:
-        if max_batch_tokens <= 0 or max_queue_items <= 0 or max_items_per_batch <= 0:
-            raise ValueError("batch and queue bounds must be positive")
+        if max_queue_items <= 0:
+            raise ValueError("max_queue_items must be positive")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
         self._model_setting = model
         self._loader = loader
-        self.max_batch_tokens = max_batch_tokens
+        self._queue = BatchQueue(max_batch_tokens, max_items_per_batch)
         self.max_queue_items = max_queue_items
         self.max_wait_s = max_wait_ms / 1000.0
-        self.max_items_per_batch = max_items_per_batch
         self._observer = observer
         self._reload_root = reload_root
-        self._backend: Any = None
+        self._backend: ScoringBackend | None = None
         self._generation = 0
-        self._queue: deque[_Entry] = deque()
         self._tokenising = 0  # items reserved in the queue bound while being tokenised
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -121,9 +102,17 @@ class CertaintyScorer:
         self._reload_lock: asyncio.Lock | None = None
         self._ready = False
         self._stopping = False
-        self._throughput = _Throughput()
+        self._rate = ItemRate()
 
     # ------------------------------------------------------------------ properties
+    @property
+    def max_batch_tokens(self) -> int:
+        return self._queue.max_batch_tokens
+
+    @property
+    def max_items_per_batch(self) -> int:
+        return self._queue.max_items_per_batch
+
     @property
     def ready(self) -> bool:
         return self._ready
@@ -139,7 +128,7 @@ class CertaintyScorer:
     @property
     def queue_depth(self) -> int:
         """Items waiting (queued or being tokenised), not counting the running batch."""
-        return self._tokenising + sum(1 for e in self._queue if not e.future.done())
+        return self._tokenising + len(self._queue)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -165,7 +154,7 @@ class CertaintyScorer:
         self._loop_task = asyncio.create_task(self._batch_loop(), name="certainty-batcher")
         self._ready = True
 
-    def _load(self, model: str) -> Any:
+    def _load(self, model: str) -> ScoringBackend:
         backend = self._loader(model)
         backend.warmup()
         return backend
@@ -174,10 +163,7 @@ class CertaintyScorer:
         """Stop: queued items fail with ScorerNotReady, the running batch finishes."""
         self._ready = False
         self._stopping = True
-        for entry in self._queue:
-            if not entry.future.done():
-                entry.future.set_exception(ScorerNotReady("the scorer is stopping"))
-        self._queue.clear()
+        self._queue.fail_all(ScorerNotReady("the scorer is stopping"))
         if self._wakeup is not None:
             self._wakeup.set()
         if self._loop_task is not None:
@@ -187,11 +173,10 @@ class CertaintyScorer:
             self._loop_task = None
         self._shutdown_executors()
         self._report_depth()
-        # A backend with engine processes (vLLM) would otherwise keep them, and their GPU
-        # memory, until interpreter exit; no batch runs any more.
-        close = getattr(self._backend, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        if self._backend is not None:
+            # A backend with engine processes (vLLM) or device memory would otherwise keep
+            # them until interpreter exit; no batch runs any more.
+            await asyncio.to_thread(self._backend.close)
 
     def _shutdown_executors(self) -> None:
         for ex in (self._model_exec, self._tok_exec):
@@ -224,16 +209,24 @@ class CertaintyScorer:
     ) -> list[CertaintyResult]:
         """Score ``requests``; one result per request, in order.
 
-        ``deadline`` is an absolute ``time.monotonic()``. Raises :class:`ScorerOverloaded`
-        at once when the queue cannot take all items, :class:`ScorerNotReady` before start
-        or during stop, :class:`ScorerDeadlineExceeded` when the deadline passes while
-        items are still queued. Per-item problems are results with ``value=None``.
+        ``deadline`` is an absolute ``time.monotonic()``. Raises
+        :class:`ScorerRequestTooLarge` when the call alone exceeds ``max_queue_items``,
+        :class:`ScorerOverloaded` at once when the queue cannot take all items now,
+        :class:`ScorerNotReady` before start or during stop, :class:`ScorerDeadlineExceeded`
+        when the deadline passes while items are still queued. Per-item problems are
+        results with ``value=None``.
         """
         if not self._ready:
             raise ScorerNotReady("the certainty model is not loaded")
         n = len(requests)
         if n == 0:
             return []
+        if n > self.max_queue_items:
+            raise ScorerRequestTooLarge(
+                f"{n} items in one call; the certainty queue holds at most "
+                f"{self.max_queue_items}: split the request",
+                limit=self.max_queue_items,
+            )
         if self.queue_depth + n > self.max_queue_items:
             raise ScorerOverloaded(
                 f"certainty queue full ({self.queue_depth} of {self.max_queue_items} items)",
@@ -243,6 +236,7 @@ class CertaintyScorer:
             raise ScorerDeadlineExceeded("deadline passed before the items were queued")
         loop = asyncio.get_running_loop()
         backend, generation = self._backend, self._generation
+        assert backend is not None
         self._tokenising += n
         self._report_depth()
         try:
@@ -256,12 +250,12 @@ class CertaintyScorer:
             raise ScorerNotReady("the scorer is stopping")
         now = time.monotonic()
         results: list[CertaintyResult | None] = [None] * n
-        entries: list[tuple[int, _Entry]] = []
+        queued: list[tuple[int, QueuedItem]] = []
         for i, (req, enc) in enumerate(zip(requests, encoded, strict=True)):
             if isinstance(enc, CertaintyResult):
                 results[i] = enc
                 continue
-            entry = _Entry(
+            item = QueuedItem(
                 request=req,
                 encoded=enc,
                 generation=generation,
@@ -270,50 +264,41 @@ class CertaintyScorer:
                 deadline=deadline,
                 prompt_hash=hash(enc.prompt_ids),
             )
-            entries.append((i, entry))
-            self._queue.append(entry)
+            queued.append((i, item))
+        self._queue.push(item for _, item in queued)
         self._report_depth()
-        if entries:
+        if queued:
             assert self._wakeup is not None
             self._wakeup.set()
             try:
-                await self._wait(entries, deadline)
+                await self._wait([item for _, item in queued], deadline)
             except BaseException:
-                self._abandon([e for _, e in entries])
+                self._queue.drop(item for _, item in queued)
+                self._report_depth()
                 raise
-        for i, entry in entries:
-            results[i] = entry.future.result()
+        for i, item in queued:
+            results[i] = item.future.result()
         out = [r for r in results if r is not None]
         if len(out) != n:  # an invariant: never zip a short result list
             raise RuntimeError("certainty scorer lost items")
         return out
 
-    async def _wait(self, entries: list[tuple[int, _Entry]], deadline: float | None) -> None:
-        futures = [e.future for _, e in entries]
+    async def _wait(self, items: list[QueuedItem], deadline: float | None) -> None:
+        futures = [e.future for e in items]
         if deadline is not None:
             _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
             if pending:
                 # A batch already in the model thread runs on (its late results are
                 # dropped), but the caller gets its answer at the deadline, not after a hang.
-                where = "queued" if any(not e.in_flight for _, e in entries) else "being scored"
+                where = "queued" if any(not e.in_flight for e in items) else "being scored"
                 raise ScorerDeadlineExceeded(f"deadline passed while items were {where}")
         await asyncio.wait(futures)
         for f in futures:
             if f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
 
-    def _abandon(self, entries: list[_Entry]) -> None:
-        """The caller is gone (cancelled, deadline): drop its queued items."""
-        gone = set()
-        for e in entries:
-            if not e.future.done():
-                e.future.cancel()
-            gone.add(id(e))
-        self._queue = deque(e for e in self._queue if id(e) not in gone)
-        self._report_depth()
-
     def _retry_after(self) -> float:
-        rate = self._throughput.items_per_s
+        rate = self._rate.items_per_s
         if rate <= 0:
             return 1.0
         return float(min(30.0, max(0.1, self.queue_depth / rate)))
@@ -326,48 +311,27 @@ class CertaintyScorer:
                 log.exception("certainty observer on_queue_depth failed")
 
     # ------------------------------------------------------------------ batch loop
-    def _queued_load(self) -> tuple[int, int]:
-        items = tokens = 0
-        seen: set[int] = set()
-        for e in self._queue:
-            if e.future.done():
-                continue
-            items += 1
-            tokens += e.encoded.forward_tokens
-            if e.prompt_hash not in seen:
-                seen.add(e.prompt_hash)
-                tokens += len(e.encoded.prompt_ids)
-            if items >= self.max_items_per_batch or tokens >= self.max_batch_tokens:
-                break
-        return items, tokens
-
     async def _batch_loop(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            if not any(not e.future.done() for e in self._queue):
-                self._queue.clear()
+            oldest = self._queue.oldest_enqueued()
+            if oldest is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             # Wait bound: give concurrent callers up to max_wait after the oldest item to
             # join the batch, unless a full batch is already queued.
-            oldest = min(e.enqueued for e in self._queue if not e.future.done())
             while not self._stopping:
-                items, tokens = self._queued_load()
                 remaining = oldest + self.max_wait_s - time.monotonic()
-                if (
-                    items >= self.max_items_per_batch
-                    or tokens >= self.max_batch_tokens
-                    or remaining <= 0
-                ):
+                if remaining <= 0 or self._queue.has_full_batch():
                     break
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
             if self._stopping:
                 break
-            batch = self._take_batch()
+            batch = self._queue.take_batch(time.monotonic())
             self._report_depth()
             if not batch:
                 continue
@@ -376,44 +340,14 @@ class CertaintyScorer:
             except Exception as exc:  # a bug or a dead executor: fail this batch, keep serving
                 log.exception("certainty batch failed")
                 for e in batch:
-                    if not e.future.done():
+                    if e.waiting:
                         e.future.set_result(
                             CertaintyResult(value=None, reason="backend_error", detail=f"{exc}")
                         )
 
-    def _take_batch(self) -> list[_Entry]:
-        """FIFO under the budgets; after the first item that does not fit, only items
-        whose prompt is already in the batch (they cost their completion only) join."""
-        now = time.monotonic()
-        batch: list[_Entry] = []
-        keep: deque[_Entry] = deque()
-        prompts: set[int] = set()
-        tokens = 0
-        closed = False
-        for e in self._queue:
-            if e.future.done():
-                continue  # the caller went away
-            if e.deadline is not None and now >= e.deadline:
-                e.future.set_exception(ScorerDeadlineExceeded("deadline passed while queued"))
-                continue
-            shared = e.prompt_hash in prompts
-            cost = e.encoded.forward_tokens + (0 if shared else len(e.encoded.prompt_ids))
-            fits = len(batch) < self.max_items_per_batch and (
-                not batch or tokens + cost <= self.max_batch_tokens
-            )
-            if fits and (not closed or shared):
-                batch.append(e)
-                prompts.add(e.prompt_hash)
-                tokens += cost
-                e.in_flight = True
-            else:
-                closed = True
-                keep.append(e)
-        self._queue = keep
-        return batch
-
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[QueuedItem]) -> None:
         backend, generation = self._backend, self._generation
+        assert backend is not None
         stale = [e for e in batch if e.generation != generation]
         if stale:
             # A reload happened after these were tokenised: the new tokenizer may differ.
@@ -421,7 +355,15 @@ class CertaintyScorer:
                 self._tok_exec, _encode_all, backend, [e.request for e in stale]
             )
             for e, enc in zip(stale, fresh, strict=True):
-                e.encoded, e.generation = enc, generation
+                e.generation = generation
+                if isinstance(enc, CertaintyResult):  # e.g. too long for the new context
+                    if e.waiting:
+                        e.future.set_result(enc)
+                else:
+                    e.encoded = enc
+            batch = [e for e in batch if e.waiting]
+            if not batch:
+                return
         start = time.monotonic()
         results, stats = await loop.run_in_executor(
             self._model_exec, backend.score_encoded, [e.encoded for e in batch]
@@ -432,9 +374,9 @@ class CertaintyScorer:
         for e, r in zip(batch, results, strict=True):
             r.queue_seconds = max(0.0, start - e.enqueued)
             queue_max = max(queue_max, r.queue_seconds)
-            if not e.future.done():  # a cancelled caller's result is dropped
+            if e.waiting:  # a cancelled caller's result is dropped
                 e.future.set_result(r)
-        self._throughput.update(len(batch), stats.forward_seconds)
+        self._rate.update(len(batch), stats.forward_seconds)
         stats.extra["queue_seconds_max"] = queue_max
         if self._observer is not None:
             try:
@@ -443,21 +385,10 @@ class CertaintyScorer:
                 log.exception("certainty observer on_batch failed")
 
 
-def _encode_all(backend: Any, requests: list[CertaintyRequest]) -> list[Any]:
+def _encode_all(
+    backend: ScoringBackend, requests: list[CertaintyRequest]
+) -> list[object]:
     return [backend.encode(r) for r in requests]
 
 
-def transformers_loader(device: str, cache_dir: str | None, **backend_kw: Any) -> Loader:
-    """A loader building :class:`TransformersBackend` (torch is imported when it runs)."""
-
-    def load(model: str) -> Any:
-        from reward_server.certainty.backends import TransformersBackend
-
-        return TransformersBackend.from_pretrained(
-            model, device=device, cache_dir=cache_dir, **backend_kw
-        )
-
-    return load
-
-
-__all__ = ["BatchObserver", "CertaintyScorer", "Loader", "ModelLoadError", "transformers_loader"]
+__all__ = ["BatchObserver", "CertaintyScorer", "ItemRate"]
