@@ -5,8 +5,8 @@ positions it computed (the tail after a prefix-cache hit). Here a stand-in engin
 tiny random Llama with transformers and imitates vLLM's block prefix cache (16-token
 blocks, whole blocks of an earlier sequence's prefix, never the last token), so the
 offset bookkeeping, the two-step prompt sharing, the uncached re-run and the failure
-isolation are checked against the transformers backend on the same model (REWARD_SPEC
-section 4). The real engine is compared in ``test_vllm_backend.py`` (``-m vllm``).
+isolation are checked against the transformers backend on the same model
+(REWARD_CONTRACT.md §4). The real engine is compared in ``test_vllm_backend.py`` (``-m vllm``).
 """
 
 from __future__ import annotations
