@@ -45,7 +45,6 @@ from reward_server.certainty.encoding import (
     group_by_prompt,
 )
 from reward_server.certainty.model_loading import (
-    EMBEDDED_NAME,
     ModelLoadError,
     load_model_and_tokenizer,
     resolve_device,
@@ -147,10 +146,6 @@ class TransformersBackend:
         dev = resolve_device(device)
         loaded, tokenizer = load_model_and_tokenizer(folder, dev)
         return cls(loaded, tokenizer, name=name, **kw)
-
-    @property
-    def is_embedded(self) -> bool:
-        return self.model_name == EMBEDDED_NAME
 
     def close(self) -> None:
         """Drop the model; on CUDA hand its cached blocks back to the driver."""

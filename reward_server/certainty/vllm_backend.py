@@ -55,7 +55,6 @@ from reward_server.certainty.encoding import (
     group_by_prompt,
 )
 from reward_server.certainty.model_loading import (
-    EMBEDDED_NAME,
     ModelLoadError,
     resolve_model_dir,
 )
@@ -238,10 +237,6 @@ class VllmBackend:
             head_device="cpu" if on_cpu else "cuda",
             head_dtype=dtype,
         )
-
-    @property
-    def is_embedded(self) -> bool:
-        return self.model_name == EMBEDDED_NAME
 
     def close(self) -> None:
         """Stop the engine processes (best effort; also happens at interpreter exit)."""
