@@ -3,6 +3,7 @@ self-certainty in responses (REWARD_CONTRACT.md §4-5), 429 / 503 / 504 from the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -77,11 +78,28 @@ def test_self_certainty_is_computed_and_added_with_alpha(model_server) -> None:
 
 
 def test_queue_full_is_429_with_retry_after(model_server) -> None:
-    many = [ITEMS[0]] * 40  # more than the queue's 16 places
-    response = httpx.post(model_server.url + "/v1/rewards", json={"items": many}, timeout=60)
-    assert response.status_code == 429, response.text
-    assert int(response.headers["Retry-After"]) >= 1
-    assert response.json()["error"]["type"] == "overloaded"
+    """Requests that each fit the queue's 16 places but not all together: the ones that
+    find it full get 429 with Retry-After (worth retrying); one request larger than the
+    whole queue gets 413 (it never fits)."""
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=300) as client:
+            return await asyncio.gather(*(
+                client.post(model_server.url + "/v1/rewards", json={"items": [ITEMS[0]] * 12})
+                for _ in range(6)
+            ))
+
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} <= {200, 429}
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused and any(r.status_code == 200 for r in responses)
+    for response in refused:
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.json()["error"]["type"] == "overloaded"
+    too_large = httpx.post(model_server.url + "/v1/rewards", json={"items": [ITEMS[0]] * 40},
+                           timeout=60)
+    assert too_large.status_code == 413, too_large.text
+    assert "Retry-After" not in too_large.headers
 
 
 def test_deadline_passed_in_queue_is_504(model_server) -> None:
