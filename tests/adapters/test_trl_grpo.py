@@ -142,3 +142,43 @@ def test_plain_script_use_and_none_when_unreachable(rules_server, monkeypatch):
         )
     )
     assert rewards == [None, None] and metrics["shop_r1/unscored"] == 1.0
+
+
+def test_provided_certainty_is_logged_over_the_items_that_have_one(rules_server, monkeypatch):
+    """A ``self_certainty`` column (with ``SHOP_R1_SELF_CERTAINTY_SOURCE=provided``) adds
+    alpha * s to its item. A format failure keeps no value (its reward is 0), so the logged
+    mean covers the other items and the missing fraction counts it."""
+    good = json.dumps({"rationale": "Done.", "action": {"type": "terminate"}})
+    truth = json.dumps({"type": "terminate"})
+    metrics: dict[str, float] = {}
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", rules_server.url)
+    monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "provided")
+    rewards = asyncio.run(
+        shop_r1_reward(
+            prompts=["p1", "p2", "p3"],
+            completions=[good, "I click buy.", good],
+            ground_truth=[truth, truth, truth],
+            self_certainty=[2.0, 3.0, 4.0],
+            log_metric=metrics.__setitem__,
+        )
+    )
+    assert rewards == pytest.approx([0.8 + 0.005 * 2.0, 0.0, 0.8 + 0.005 * 4.0])
+    assert metrics["shop_r1/self_certainty"] == pytest.approx(3.0)
+    assert metrics["shop_r1/self_certainty_approximate"] == 0.0
+    assert metrics["shop_r1/self_certainty_missing"] == pytest.approx(1 / 3)
+
+
+def test_data_errors_raise_instead_of_scoring_nothing(rules_server, monkeypatch):
+    """Missing or misaligned ground truth and a ground truth the service rejects are bugs
+    in the data: they raise (naming the column or the field), never None or 0."""
+    from client import BadRequestError
+
+    good = json.dumps({"rationale": "Done.", "action": {"type": "terminate"}})
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", rules_server.url)
+    assert asyncio.run(shop_r1_reward(prompts=[], completions=[], ground_truth=[])) == []
+    with pytest.raises(ValueError, match="'ground_truth' dataset column"):
+        asyncio.run(shop_r1_reward(prompts=["p"], completions=[good]))
+    with pytest.raises(ValueError, match="1 ground_truth values for 2 completions"):
+        asyncio.run(shop_r1_reward(completions=[good, good], ground_truth=[{"type": "terminate"}]))
+    with pytest.raises(BadRequestError, match="ground_truth"):
+        asyncio.run(shop_r1_reward(completions=[good], ground_truth=[{"type": "fly"}]))
