@@ -138,12 +138,7 @@ class RequestEncoder:
             )
 
     def _prompt_ids(self, req: CertaintyRequest) -> list[int]:
-        if req.prompt_ids is not None:
-            if len(req.prompt_ids) > self.max_positions:
-                raise _TooLong(
-                    f"{len(req.prompt_ids)} prompt ids > model context {self.max_positions}",
-                    len(req.prompt_ids),
-                )
+        if req.prompt_ids is not None:  # its length is checked by the caller, unread
             return _check_ids("prompt_ids", req.prompt_ids, self.input_vocab)
         if req.prompt_messages is not None:
             if not getattr(self.tokenizer, "chat_template", None):

@@ -114,3 +114,25 @@ def test_probes_config_and_openapi(rules_server) -> None:
     assert config["config"]["dars"] == 1000.0 and len(config["config_hash"]) == 16
     schema = httpx.get(rules_server.url + "/openapi.json").json()
     assert {"/v1/rewards", "/v1/evaluate", "/get_reward", "/slime/reward"} <= set(schema["paths"])
+
+
+def test_per_field_limits_name_the_field(rules_server) -> None:
+    """A string id past 256 characters, a prompt past 1 MiB, a provided self-certainty
+    that is not a finite number (Python's JSON reader accepts NaN and Infinity): 422s that
+    name the field of the item."""
+    url = rules_server.url + "/v1/rewards"
+    provided = {"self_certainty_source": "provided"}
+    cases = [
+        ({"items": [ITEM, {**ITEM, "id": "x" * 257}]}, "items[1].id"),
+        ({"items": [{**ITEM, "prompt": "p" * (1024 * 1024 + 1)}]}, "items[0].prompt"),
+        ({"items": [{**ITEM, "self_certainty": float("inf")}], **provided},
+         "items[0].self_certainty"),
+        ({"items": [{**ITEM, "self_certainty": float("nan")}], **provided},
+         "items[0].self_certainty"),
+    ]
+    for body, param in cases:
+        response = httpx.post(url, content=json.dumps(body),
+                              headers={"content-type": "application/json"})
+        assert_error(response, 422, param)
+    fine = httpx.post(url, json={"items": [{**ITEM, "id": "x" * 256, "prompt": "p" * 1024}]})
+    assert fine.status_code == 200 and fine.json()["results"][0]["id"] == "x" * 256

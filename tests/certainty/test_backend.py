@@ -223,3 +223,50 @@ def test_import_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_a_failed_pack_is_retried_document_by_document(tiny_model, tiny_tokenizer, monkeypatch):
+    """Unrelated prompts share one pack; when it fails, each document is scored alone, so
+    only the items of the document that also fails alone lose their value."""
+    backend = TransformersBackend.from_model(tiny_model, tiny_tokenizer, name="tiny",
+                                             pack_tokens=4096)
+    reqs = [shop_request(prompt_text=PROMPT), shop_request(prompt_text=HTML)]
+    want = [r.value for r in backend.score_batch(reqs)]
+    short = backend.encode(reqs[0])
+    real = backend.body
+    calls: list[int] = []
+
+    def failing(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[1])
+        if kwargs["input_ids"].shape[1] > len(short.prompt_ids) + short.forward_tokens:
+            raise RuntimeError("simulated out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "body", failing)
+    ok, bad = backend.score_batch(reqs)
+    assert len(calls) == 3  # the pack of both, then each document alone
+    assert ok.value == pytest.approx(want[0], rel=1e-5)
+    assert bad.value is None and bad.reason == "backend_error" and "out of memory" in bad.detail
+
+
+def test_requests_that_can_never_be_scored_say_why(tiny_backend, tiny_tokenizer):
+    base = shop_request()
+    span = base.rationale_span
+    many = tuple(tiny_tokenizer("word " * 300, add_special_tokens=False)["input_ids"])
+    reqs = [
+        CertaintyRequest(123, span),  # type: ignore[arg-type]
+        CertaintyRequest(base.completion_text, span, kind="entropy"),  # type: ignore[arg-type]
+        CertaintyRequest(base.completion_text, span, prompt_ids=many),
+        CertaintyRequest(
+            base.completion_text, span, prompt_text="word " * 25, completion_ids=many[:200]
+        ),
+        CertaintyRequest(base.completion_text + " " + "word " * 300, span, prompt_text="p"),
+    ]
+    out = tiny_backend.score_batch(reqs)
+    assert [(r.value, r.reason) for r in out] == [
+        (None, "invalid_request"), (None, "invalid_request"),
+        (None, "too_long"), (None, "too_long"), (None, "too_long"),
+    ]
+    assert "completion_text must be a string" in out[0].detail
+    assert "unknown certainty kind 'entropy'" in out[1].detail
+    assert all(r.total_tokens > tiny_backend.max_positions for r in out[2:])

@@ -320,3 +320,22 @@ def test_bfloat16_packs_stay_within_bfloat16_rounding(tiny_model, tiny_tokenizer
         want = reference_value(tiny_backend, req)
         assert p == pytest.approx(want, rel=1e-2)
         assert s == pytest.approx(p, rel=5e-3)
+
+
+def test_a_flex_kernel_that_fails_falls_back_to_sdpa_blocks(tiny_model, tiny_tokenizer,
+                                                             tiny_backend, monkeypatch, caplog):
+    """Where FlexAttention cannot run (no compiler for the device), warm-up says so and
+    packs with ``sdpa_blocks``; the values stay the reference's."""
+
+    def no_compiler():
+        raise RuntimeError("no C++ compiler for the inductor backend")
+
+    monkeypatch.setattr(packed_attention, "compiled_flex_attention", no_compiler)
+    backend = TransformersBackend.from_model(tiny_model, tiny_tokenizer, attention="flex")
+    with caplog.at_level("WARNING"):
+        backend.warmup()
+    assert backend.attention == "sdpa_blocks"
+    assert "FlexAttention failed (RuntimeError: no C++ compiler" in caplog.text
+    reqs = [shop_request(prompt_text=PROMPT), shop_request(prompt_text=HTML)]
+    got = [r.value for r in backend.score_batch(reqs)]
+    assert got == pytest.approx([r.value for r in tiny_backend.score_batch(reqs)], rel=1e-5)

@@ -218,15 +218,20 @@ async def test_reload_swaps_weights_and_checks_the_root(tiny_model_dirs, tmp_pat
     assert scorer.model_name == "tiny-1"
     assert (await scorer.score([req]))[0].value == pytest.approx(want1, rel=1e-4)
 
-    # In-flight work finishes on the old weights, later work uses the new ones.
+    # In-flight work finishes on the old weights; work tokenised for the old model but
+    # batched after the swap is tokenised again and scored by the new one, as is later work.
     backends[0].gate.clear()
     backends[0].entered.clear()
     inflight = asyncio.create_task(scorer.score([req]))
     await asyncio.to_thread(backends[0].entered.wait, 10)
+    queued = asyncio.create_task(scorer.score([req]))
+    await wait_until(lambda: scorer.queue_depth == 1)
     await scorer.reload(str(dir2))
     assert scorer.model_name == "tiny-2"
     backends[0].gate.set()
     assert (await inflight)[0].value == pytest.approx(want1, rel=1e-4)
+    assert (await queued)[0].value == pytest.approx(want2, rel=1e-4)
+    assert backends[0].batches == [1, 1] and backends[1].batches == [1]
     assert (await scorer.score([req]))[0].value == pytest.approx(want2, rel=1e-4)
 
     outside = tmp_path / "elsewhere"
