@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
 from reward_contract import CertaintyKind
@@ -78,13 +77,6 @@ class RewardConfig(BaseModel):
         32_768, gt=0, le=MAX_COMPLETION_CHARS,
         description="longer completions fail format: too_long",
     )
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _finite(cls, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
     @property
     def best_terminate(self) -> float:

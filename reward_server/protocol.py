@@ -5,7 +5,6 @@ Requests forbid unknown fields so a typo is a 422 naming it instead of a silent 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -16,7 +15,6 @@ from pydantic import (
     Field,
     PlainValidator,
     create_model,
-    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -147,13 +145,6 @@ class RewardItem(_LabelledCompletion):
         le=MAX_SELF_CERTAINTY,
         description="the trainer's own value, used when self_certainty_source='provided'",
     )
-
-    @field_validator("self_certainty")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
 
 
 # A hard ceiling checked while the list is validated, so an item-count bomb is refused

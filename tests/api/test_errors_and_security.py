@@ -7,7 +7,10 @@ import subprocess
 import sys
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
+from reward_server.config import ServerSettings
 from tests.conftest import REPO
 
 ITEM = {"completion": json.dumps({"rationale": "ok", "action": {"type": "terminate"}}),
@@ -136,3 +139,19 @@ def test_per_field_limits_name_the_field(rules_server) -> None:
         assert_error(response, 422, param)
     fine = httpx.post(url, json={"items": [{**ITEM, "id": "x" * 256, "prompt": "p" * 1024}]})
     assert fine.status_code == 200 and fine.json()["results"][0]["id"] == "x" * 256
+
+
+def test_key_file_and_loopback_rules(tmp_path, monkeypatch) -> None:
+    """The key is read from its file, an empty file is refused by name, and only loopback
+    addresses (by value, not by prefix) count as loopback."""
+    monkeypatch.delenv("SHOP_R1_API_KEY", raising=False)
+    key = tmp_path / "key"
+    key.write_text("s3cret\n")
+    assert ServerSettings(api_key_file=str(key)).api_key == "s3cret"
+    key.write_text(" \n")
+    with pytest.raises(ValidationError, match="is empty"):
+        ServerSettings(api_key_file=str(key))
+    for host in ("localhost", "127.0.0.1", "127.8.9.10", "::1"):
+        assert ServerSettings(host=host).loopback_only, host
+    for host in ("127.0.0.1.evil.example", "127.example.com", "0.0.0.0", "10.0.0.1"):
+        assert not ServerSettings(host=host).loopback_only, host

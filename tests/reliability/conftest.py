@@ -48,8 +48,8 @@ class FakeEncoded:
 
 
 class FaultyBackend:
-    """Implements the backend interface the batcher drives (encode / score_encoded /
-    warmup / model_name / vocab_size) and fails as ``state.mode`` says."""
+    """Implements the backend protocol the scorer drives (encode / score_encoded / warmup /
+    close / model_name / vocab_size) and fails as ``state.mode`` says."""
 
     vocab_size = 100
 
@@ -58,6 +58,9 @@ class FaultyBackend:
         self.model_name = f"faulty:{model}"
 
     def warmup(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def encode(self, request: CertaintyRequest) -> Any:

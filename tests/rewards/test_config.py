@@ -28,6 +28,16 @@ FLOAT_FIELDS = [
 ]
 
 
+def test_every_float_setting_is_bounded() -> None:
+    """The bounds are what rule out NaN and infinities (every comparison with NaN fails),
+    so a float setting without both bounds would let them through."""
+    floats = {n for n, f in RewardConfig.model_fields.items() if f.annotation is float}
+    assert floats == set(FLOAT_FIELDS)
+    for name in floats:
+        kinds = {type(m).__name__ for m in RewardConfig.model_fields[name].metadata}
+        assert {"Ge", "Le"} <= kinds, name
+
+
 def test_paper_profile_defaults() -> None:
     """Every number of REWARD_CONTRACT.md §2-§4 is the default."""
     config = RewardConfig()
