@@ -87,3 +87,18 @@ def test_bad_shape_as_json_string_names_the_same_field(value: dict, field: str) 
     with pytest.raises(GroundTruthError) as info:
         parse_ground_truth(json.dumps(value))
     assert info.value.field == field
+
+
+def test_long_json_strings_parse_like_short_ones() -> None:
+    """Strings past the cached length (1,024 characters) take the uncached path, with the
+    same result and the same errors; past 65,536 characters they are refused undecoded."""
+    text = "usb c cable " * 150  # 1,800 characters
+    value = {"type": "type_and_submit", "name": "search_input", "text": text}
+    long_string = json.dumps(value)
+    assert len(long_string) > 1024
+    assert parse_ground_truth(long_string) == Action("type_and_submit", "search_input", text)
+    with pytest.raises(GroundTruthError) as info:
+        parse_ground_truth(json.dumps({**value, "type": "scroll"}))
+    assert info.value.field == "ground_truth.type"
+    with pytest.raises(GroundTruthError, match="65536"):
+        parse_ground_truth(json.dumps({**value, "text": "x" * 70_000}))
