@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reward_server.certainty.encoding import EncodedItem, group_by_prompt
+from reward_server.certainty.encoding import EncodedItem, PromptKey, group_by_prompt
 from reward_server.certainty.types import CertaintyResult
 
 
@@ -109,13 +109,19 @@ def _documents(
 
 
 def plan_packs(
-    items: Sequence[EncodedItem | CertaintyResult], budget: int, document_budget: int = 0
+    items: Sequence[EncodedItem | CertaintyResult],
+    budget: int,
+    document_budget: int = 0,
+    groups: dict[PromptKey, list[int]] | None = None,
 ) -> list[Pack]:
-    """The packs that compute every encoded item of ``items`` (failures are skipped)."""
+    """The packs that compute every encoded item of ``items`` (failures are skipped).
+    ``groups`` is ``group_by_prompt(items)``'s grouping when the caller already made it
+    (grouping hashes every prompt's ids)."""
     document_budget = document_budget or budget
     if budget <= 0 or document_budget <= 0:
         raise ValueError("the pack and document budgets must be positive")
-    _, groups = group_by_prompt(items)
+    if groups is None:
+        _, groups = group_by_prompt(items)
     packs: list[Pack] = []
     current = Pack()
     for prompt, idxs in groups.items():

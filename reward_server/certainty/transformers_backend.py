@@ -168,7 +168,7 @@ class TransformersBackend:
         """Score encoded items (failures pass through); returns results and batch stats."""
         t0 = time.perf_counter()
         results, groups = group_by_prompt(items)
-        packs = plan_packs(items, self.pack_tokens, self.document_tokens)
+        packs = plan_packs(items, self.pack_tokens, self.document_tokens, groups)
         tokens = padded = 0
         for pack in packs:
             for part, outcome in self._run_pack(pack, items):
