@@ -1,9 +1,10 @@
 """What the ingress and the model replicas exchange besides requests and results.
 
-A scorer failure that concerns a whole call (queue full, not ready, deadline) comes
-back as a :class:`ModelFailure` value rather than as a raised exception: Ray wraps a
-raised exception in its own type and drops attributes such as ``retry_after``, and a
-value keeps the status the client must see (429, 503, 504) exact.
+A scorer failure that concerns a whole call (queue full, too large for the queue, not
+ready, deadline) comes back as a :class:`ModelFailure` value rather than as a raised
+exception: Ray wraps a raised exception in its own type and drops attributes such as
+``retry_after`` or ``limit``, and a value keeps the status the client must see (429, 413,
+503, 504) exact.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from reward_server.certainty.types import (
     ScorerError,
     ScorerNotReady,
     ScorerOverloaded,
+    ScorerRequestTooLarge,
 )
 
-FailureKind = Literal["overloaded", "not_ready", "deadline"]
+FailureKind = Literal["overloaded", "too_large", "not_ready", "deadline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +30,14 @@ class ModelFailure:
     kind: FailureKind
     message: str
     retry_after: float = 1.0
+    limit: int = 0  # too_large: the most items one call may hold
 
     @classmethod
     def of(cls, exc: ScorerError) -> ModelFailure:
         if isinstance(exc, ScorerOverloaded):
             return cls("overloaded", str(exc), exc.retry_after)
+        if isinstance(exc, ScorerRequestTooLarge):
+            return cls("too_large", str(exc), limit=exc.limit)
         if isinstance(exc, ScorerDeadlineExceeded):
             return cls("deadline", str(exc))
         return cls("not_ready", str(exc))
@@ -41,6 +46,8 @@ class ModelFailure:
         """The exception the single-process scorer would have raised."""
         if self.kind == "overloaded":
             return ScorerOverloaded(self.message, retry_after=self.retry_after)
+        if self.kind == "too_large":
+            return ScorerRequestTooLarge(self.message, limit=self.limit)
         if self.kind == "deadline":
             return ScorerDeadlineExceeded(self.message)
         return ScorerNotReady(self.message)

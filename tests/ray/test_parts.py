@@ -14,6 +14,7 @@ from reward_server.certainty.types import (
     ScorerDeadlineExceeded,
     ScorerNotReady,
     ScorerOverloaded,
+    ScorerRequestTooLarge,
 )
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.coalesce import KeyedCoalescer
@@ -87,6 +88,7 @@ def test_app_builder_settings_come_from_args_then_environment() -> None:
 # ------------------------------------------------------------------ wire
 @pytest.mark.parametrize("error", [
     ScorerOverloaded("full", retry_after=7.5),
+    ScorerRequestTooLarge("split it", limit=64),
     ScorerNotReady("loading"),
     ScorerDeadlineExceeded("late"),
 ])
@@ -94,6 +96,7 @@ def test_a_refusal_comes_back_as_the_same_error(error: Exception) -> None:
     back = ModelFailure.of(error).as_error()  # type: ignore[arg-type]
     assert type(back) is type(error) and str(back) == str(error)
     assert getattr(back, "retry_after", None) == getattr(error, "retry_after", None)
+    assert getattr(back, "limit", None) == getattr(error, "limit", None)
 
 
 # ------------------------------------------------------------------ coalescer
