@@ -227,10 +227,6 @@ class RewardIngress:
             "model_calls_resent": scorer.calls_resent if scorer is not None else 0,
         }
 
-    def model_replicas(self) -> list[ModelState]:
-        """The model replicas as this ingress last probed them."""
-        return self._scorer.replica_states if self._scorer is not None else []
-
     async def __del__(self) -> None:
         if self._metrics is not None:
             self._metrics.close()

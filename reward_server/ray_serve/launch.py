@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,7 +249,7 @@ def wait_ready(handle: Any, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def wait_for_signal(on_signal: Callable[[], None] | None = None) -> int:
+def wait_for_signal() -> int:
     """Block until SIGTERM or SIGINT; return the signal number."""
     received: list[int] = []
     done = threading.Event()
@@ -265,6 +264,4 @@ def wait_for_signal(on_signal: Callable[[], None] | None = None) -> int:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    if on_signal is not None:
-        on_signal()
     return received[0]

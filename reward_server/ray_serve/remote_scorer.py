@@ -97,11 +97,6 @@ class RemoteCertaintyScorer:
     def model_name(self) -> str:
         return self._model_name
 
-    @property
-    def replica_states(self) -> list[ModelState]:
-        """What the model replicas answered to the last probe."""
-        return list(self._last_states)
-
     async def start(self) -> None:
         """Wait until a model replica is ready, then keep probing in the background."""
         while not await self._probe():
