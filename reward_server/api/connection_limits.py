@@ -89,8 +89,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
         self._header_overflow = False
-        self._deadline: float | None = None
-        self._deadline_kind: str | None = None
+        self._deadline: float | None = None  # of the headers while awaiting_headers, else the body
 
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -99,7 +98,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._reject(503, b"Service Unavailable", "overloaded",
                          "too many open connections; retry shortly")
             return
-        _Sweeper.ensure(self.loop, self.connections, self.limits)
+        _Sweeper.ensure(self.server_state, self.loop, self.limits)
         self._await_headers()
 
     def _evict_one(self) -> bool:
@@ -118,20 +117,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # A deadline is a number checked by the loop's sweeper (see _Sweeper), not a timer:
     # arming and cancelling timers several times per request cost a measurable share of a
     # small request (bench/bench_connection_limits.py).
-    def _expect(self, kind: str | None, seconds: float = 0.0) -> None:
-        self._deadline_kind = kind
-        self._deadline = time.monotonic() + seconds if kind is not None else None
+    def _expect(self, seconds: float | None) -> None:
+        """The next bytes are due within ``seconds`` (None: nothing is due)."""
+        self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def check_deadline(self, now: float) -> None:
         """Act on a passed deadline (called by the sweeper)."""
         if self._deadline is None or now < self._deadline or self.transport.is_closing():
             return
-        if self._deadline_kind == "headers":
+        if self.awaiting_headers:
             self._expect(None)
             self._reject(408, b"Request Timeout", "request_timeout",
                          f"request headers not received within {self.limits.header_timeout:g} s")
         elif self.flow.read_paused:  # the server, not the client, is holding the body back
-            self._expect("body", self.limits.body_timeout)
+            self._expect(self.limits.body_timeout)
         else:
             self._expect(None)
             if self.cycle is not None and not self.cycle.response_started:
@@ -176,11 +175,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_overflow = True
             raise ValueError("request headers over the limit")
         self.awaiting_headers = False
-        self._expect("body", self.limits.body_timeout)
+        self._expect(self.limits.body_timeout)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        self._expect("body", self.limits.body_timeout)
+        self._expect(self.limits.body_timeout)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -198,29 +197,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.awaiting_headers = True
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
-        self._expect("headers", self.limits.header_timeout)
+        self._deadline = self.idle_since + self.limits.header_timeout
 
 
 class _Sweeper:
     """Checks the deadlines of one server's connections a few times a second.
 
-    One per event loop, started by the first connection and stopped once no connection is
-    left; a deadline is noticed at most ``interval`` late.
+    One per server (its uvicorn ``ServerState``, whose ``connections`` it sweeps), started
+    by the first connection and stopped once no connection is left; a deadline is noticed
+    at most ``interval`` late.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any],
+    def __init__(self, server_state: Any, loop: asyncio.AbstractEventLoop,
                  interval: float) -> None:
+        self.server_state = weakref.ref(server_state)
+        self.connections: set[Any] = server_state.connections
         self.loop = loop
-        self.connections = connections
         self.interval = interval
         self.loop.call_later(interval, self.sweep)
 
     @classmethod
-    def ensure(cls, loop: asyncio.AbstractEventLoop, connections: set[Any],
+    def ensure(cls, server_state: Any, loop: asyncio.AbstractEventLoop,
                limits: ConnectionLimits) -> None:
-        if loop not in _sweepers:
+        if server_state not in _sweepers:
             interval = min(1.0, limits.header_timeout / 4, limits.body_timeout / 4)
-            _sweepers[loop] = cls(loop, connections, interval)
+            _sweepers[server_state] = cls(server_state, loop, interval)
 
     def sweep(self) -> None:
         now = time.monotonic()
@@ -230,10 +231,9 @@ class _Sweeper:
                 check(now)
         if self.connections:
             self.loop.call_later(self.interval, self.sweep)
-        else:
-            _sweepers.pop(self.loop, None)
+        elif (server_state := self.server_state()) is not None:
+            _sweepers.pop(server_state, None)
 
 
-_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
-    weakref.WeakKeyDictionary()
-)
+# Keyed by uvicorn's per-server ServerState, weakly: a server that is gone leaves nothing.
+_sweepers: weakref.WeakKeyDictionary[Any, _Sweeper] = weakref.WeakKeyDictionary()
