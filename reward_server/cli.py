@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from reward_server import __version__
 from reward_server.config import RewardConfig, load_config
 from reward_server.protocol import RewardItem, describe_validation_error
-from reward_server.results import NO_CERTAINTY, PROVIDED, ItemResult, json_bytes, result_dict
+from reward_server.results import (
+    NO_CERTAINTY,
+    PROVIDED,
+    PROVIDED_FORMAT_FAILURE,
+    ItemResult,
+    json_bytes,
+    result_dict,
+)
 from reward_server.rewards import compose_reward, evaluate, parse_completion
 from reward_server.rewards.metrics import EvalMetrics
 
@@ -79,7 +86,10 @@ def score_stream(source: BinaryIO, sink: TextIO, errors: TextIO, config: RewardC
         outcome = parse_completion(entry.completion, config.parse_mode, config.max_completion_chars)
         provided = entry.self_certainty
         breakdown = compose_reward(outcome, entry.ground_truth, config, provided)
-        info = PROVIDED if provided is not None else NO_CERTAINTY
+        if provided is None:
+            info = NO_CERTAINTY
+        else:  # a failed format dropped the value: say why it is null
+            info = PROVIDED if breakdown.format_ok else PROVIDED_FORMAT_FAILURE
         result = result_dict(ItemResult(index, entry.id, breakdown, info))
         line = {"line": number, **result, "config_hash": config_hash}
         sink.write(json_bytes(line).decode())

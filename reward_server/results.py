@@ -30,6 +30,8 @@ class Certainty(NamedTuple):
 PROVIDED = Certainty("provided")
 NO_CERTAINTY = Certainty("none")
 FORMAT_FAILURE_CERTAINTY = Certainty("model", "format_failure")
+# A trainer's value for a completion that failed its format is dropped (REWARD_CONTRACT.md §2).
+PROVIDED_FORMAT_FAILURE = Certainty("provided", "format_failure")
 
 
 class ItemResult(NamedTuple):
@@ -69,7 +71,9 @@ class ScoredBatch:
 
 
 # Certainty sources repeat across a batch: one dict each, shared by every item that has it.
-_CERTAINTY_DICTS = {value: value._asdict() for value in (PROVIDED, NO_CERTAINTY)}
+_CERTAINTY_DICTS = {
+    value: value._asdict() for value in (PROVIDED, PROVIDED_FORMAT_FAILURE, NO_CERTAINTY)
+}
 
 
 def action_dict(kind: str, name: str | None, text: str | None) -> dict[str, str | None]:

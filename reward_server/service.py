@@ -31,6 +31,7 @@ from reward_server.results import (
     FORMAT_FAILURE_CERTAINTY,
     NO_CERTAINTY,
     PROVIDED,
+    PROVIDED_FORMAT_FAILURE,
     Certainty,
     ItemResult,
     ScoredBatch,
@@ -192,7 +193,11 @@ class RewardService:
             values = [value for _, value in measured]
         elif source == "provided":
             values = [item.self_certainty for item in items]
-            certainties = [PROVIDED] * len(items)
+            # compose_batch drops the value of a failed format: say why it is null.
+            certainties = [
+                PROVIDED_FORMAT_FAILURE if type(outcome) is FormatFailure else PROVIDED
+                for outcome in outcomes
+            ]
         else:
             values = [None] * len(items)
             certainties = [NO_CERTAINTY] * len(items)

@@ -157,3 +157,24 @@ def test_response_is_exactly_the_documented_schema(rules_server) -> None:
         assert body["results"][0]["components"]["self_certainty"] == expected_certainty
         assert body["results"][3]["components"]["self_certainty"] is None
         assert body["results"][0]["certainty"]["source"] == source
+
+
+def test_provided_self_certainty_of_a_format_failure_is_null_with_its_reason(rules_server):
+    """REWARD_CONTRACT.md §2/§4: a failed format earns no self-certainty credit; the value
+    the trainer sent is dropped, and the response says why rather than a bare null."""
+    items = [
+        {"completion": completion({"type": "terminate"}), "ground_truth": {"type": "terminate"},
+         "self_certainty": 2.0},
+        {"completion": "not json", "ground_truth": {"type": "terminate"}, "self_certainty": 2.0},
+    ]
+    body = httpx.post(
+        rules_server.url + "/v1/rewards",
+        json={"items": items, "self_certainty_source": "provided"},
+    ).json()
+    kept, dropped = body["results"]
+    assert kept["components"]["self_certainty"] == 2.0
+    assert kept["certainty"]["reason"] is None
+    assert (dropped["reward"], dropped["score"], dropped["components"]["self_certainty"]) == (
+        0.0, 0.0, None
+    )
+    assert dropped["certainty"] == {**kept["certainty"], "reason": "format_failure"}

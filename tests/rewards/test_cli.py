@@ -43,6 +43,7 @@ BAD_GT = {
     "completion": completion({"type": "terminate"}),
     "ground_truth": {"type": "click"},
 }
+MALFORMED_WITH_CERTAINTY = {**MALFORMED, "self_certainty": 2.0}
 WITH_CERTAINTY = {
     "completion": completion({"type": "terminate"}),
     "ground_truth": {"type": "terminate"},
@@ -72,17 +73,18 @@ def results(stdout: str) -> list[dict]:
 
 def test_score_good_lines_in_order(tmp_path: Path) -> None:
     path = write_jsonl(
-        tmp_path / "in.jsonl", [GOOD_CLICK, GOOD_TAS, MALFORMED, WRONG_TYPE, WITH_CERTAINTY]
+        tmp_path / "in.jsonl",
+        [GOOD_CLICK, GOOD_TAS, MALFORMED, WRONG_TYPE, WITH_CERTAINTY, MALFORMED_WITH_CERTAINTY],
     )
     proc = run_cli("score", str(path))
     assert proc.returncode == 0, proc.stderr
     out = results(proc.stdout)
-    assert [row["line"] for row in out] == [1, 2, 3, 4, 5]
+    assert [row["line"] for row in out] == [1, 2, 3, 4, 5, 6]
     for row in out:
         assert set(row["components"]) == COMPONENTS
         assert {"reward", "score", "format_ok", "config_hash"} <= set(row)
         assert "error" not in row
-    first, second, third, fourth, fifth = out
+    first, second, third, fourth, fifth, sixth = out
     assert first["id"] == "a" and first["reward"] == pytest.approx(1001.0)
     assert first["components"] == {
         "format": 0.5,
@@ -101,6 +103,10 @@ def test_score_good_lines_in_order(tmp_path: Path) -> None:
     assert fifth["reward"] == pytest.approx(0.8 + 0.005 * 2.0)
     assert fifth["components"]["self_certainty"] == 2.0
     assert fifth["score"] == pytest.approx(1.0)
+    assert fifth["certainty"]["source"] == "provided" and fifth["certainty"]["reason"] is None
+    # REWARD_CONTRACT.md §2/§4: a failed format drops the value it came with, and says why.
+    assert (sixth["reward"], sixth["components"]["self_certainty"]) == (0.0, None)
+    assert sixth["certainty"] == {**fifth["certainty"], "reason": "format_failure"}
     assert len({row["config_hash"] for row in out}) == 1
 
 

@@ -76,6 +76,10 @@ FAILURES = [
     ('{"rationale": "x", "action": {"type": "click", "name": 3}}', "bad_action"),
     ('{"rationale": "x", "action": {"type": "click", "name": null}}', "bad_action"),
     (
+        '{"rationale": "x", "action": {"type": "type_and_submit", "name": "q", "text": null}}',
+        "bad_action",
+    ),
+    (
         '{"rationale": "x", "action": {"type": "type_and_submit", "name": "q", "text": ["a"]}}',
         "bad_action",
     ),

@@ -9,7 +9,7 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
@@ -175,6 +175,9 @@ def test_scoring_arbitrary_json_never_raises(
 
 @SETTINGS
 @given(NONBLANK, GROUND_TRUTH, st.one_of(TEXT, WORDS), st.one_of(TEXT, WORDS))
+# F1 exactly 0.75 with P != R (3 common tokens of 3 and 5), where the reference's
+# arithmetic comes out one ulp short of the threshold.
+@example("I click.", Action("click", "a b c d e"), "a b c", "")
 def test_well_formed_completion_scores_per_spec(
     rationale: str, gt: Action, name: str, text: str
 ) -> None:
@@ -185,7 +188,9 @@ def test_well_formed_completion_scores_per_spec(
     assert result.format_ok and result.type == 0.3
     if gt.type == "click":
         sim = reference(name, gt.name)
-        expected_value = 1000.0 * sim if sim >= 0.75 else 0.0
+        # The reference is within 1e-9 of the exact F1; an F1 truly below 0.75 is at
+        # least 1 / (4 (m + n)) below it, so this margin only admits an exact 0.75.
+        expected_value = 1000.0 * sim if sim >= 0.75 - 1e-9 else 0.0
         assert result.value == pytest.approx(expected_value, abs=1e-9)
 
 

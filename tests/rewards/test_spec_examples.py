@@ -8,7 +8,7 @@ import json
 import pytest
 
 from reward_server.config import RewardConfig
-from reward_server.rewards import parse_ground_truth, score_completion
+from reward_server.rewards import parse_ground_truth, reward_batch, score_completion
 
 CONFIG = RewardConfig()
 RATIONALE = "I want a graphics card, so I search for the one I have in mind."
@@ -175,6 +175,9 @@ def test_self_certainty_adds_alpha_times_s_and_not_to_score() -> None:
     failed = score_completion("not json", gt, CONFIG, self_certainty=4.0)
     assert failed.reward == 0.0
     assert failed.score == 0.0
+    # §2: no self-certainty credit at all; the value is dropped, not kept beside a 0.
+    assert failed.self_certainty is None
+    assert reward_batch(["not json"], [gt], CONFIG, [4.0]) == [0.0]
 
 
 def test_score_batch_keeps_order_and_checks_lengths() -> None:
