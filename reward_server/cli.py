@@ -22,10 +22,9 @@ from reward_server.config import RewardConfig, load_config
 from reward_server.protocol import RewardItem, describe_validation_error
 from reward_server.results import (
     NO_CERTAINTY,
-    PROVIDED,
-    PROVIDED_FORMAT_FAILURE,
     ItemResult,
     json_bytes,
+    provided_certainty,
     result_dict,
 )
 from reward_server.rewards import compose_reward, evaluate, parse_completion
@@ -86,10 +85,7 @@ def score_stream(source: BinaryIO, sink: TextIO, errors: TextIO, config: RewardC
         outcome = parse_completion(entry.completion, config.parse_mode, config.max_completion_chars)
         provided = entry.self_certainty
         breakdown = compose_reward(outcome, entry.ground_truth, config, provided)
-        if provided is None:
-            info = NO_CERTAINTY
-        else:  # a failed format dropped the value: say why it is null
-            info = PROVIDED if breakdown.format_ok else PROVIDED_FORMAT_FAILURE
+        info = NO_CERTAINTY if provided is None else provided_certainty(breakdown.format_ok)
         result = result_dict(ItemResult(index, entry.id, breakdown, info))
         line = {"line": number, **result, "config_hash": config_hash}
         sink.write(json_bytes(line).decode())

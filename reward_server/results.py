@@ -34,6 +34,11 @@ FORMAT_FAILURE_CERTAINTY = Certainty("model", "format_failure")
 PROVIDED_FORMAT_FAILURE = Certainty("provided", "format_failure")
 
 
+def provided_certainty(format_ok: bool) -> Certainty:
+    """A trainer-sent value's info: kept, or null with its reason after a format failure."""
+    return PROVIDED if format_ok else PROVIDED_FORMAT_FAILURE
+
+
 class ItemResult(NamedTuple):
     """One item's reward breakdown with its position, client id and certainty source."""
 

@@ -30,11 +30,10 @@ from reward_server.protocol import (
 from reward_server.results import (
     FORMAT_FAILURE_CERTAINTY,
     NO_CERTAINTY,
-    PROVIDED,
-    PROVIDED_FORMAT_FAILURE,
     Certainty,
     ItemResult,
     ScoredBatch,
+    provided_certainty,
 )
 from reward_server.rewards import (
     Action,
@@ -195,8 +194,7 @@ class RewardService:
             values = [item.self_certainty for item in items]
             # compose_batch drops the value of a failed format: say why it is null.
             certainties = [
-                PROVIDED_FORMAT_FAILURE if type(outcome) is FormatFailure else PROVIDED
-                for outcome in outcomes
+                provided_certainty(type(outcome) is not FormatFailure) for outcome in outcomes
             ]
         else:
             values = [None] * len(items)
