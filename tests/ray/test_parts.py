@@ -74,15 +74,32 @@ def test_inconsistent_cluster_settings_are_refused(bad: dict) -> None:
         RaySettings(**bad)
 
 
-def test_app_builder_settings_come_from_args_then_environment() -> None:
+def test_app_builder_settings_come_from_args_then_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SHOP_R1_API_KEY", "from-env")
+    monkeypatch.setenv("SHOP_R1_MODEL", "ignored: args win")
+    monkeypatch.setenv("SHOP_R1_MODEL_MAX_REPLICAS", "ignored: args win")
+    monkeypatch.setenv("SHOP_R1_INGRESS_RESOURCES", '{"head": 0.5}')
+    monkeypatch.setenv("SHOP_R1_MODEL_RESOURCES", "")  # empty: none
     server, cluster = split_settings(
         {"model": "none", "model_min_replicas": 2, "model_max_replicas": 3},
-        {"SHOP_R1_API_KEY": "from-env", "SHOP_R1_MODEL": "ignored: args win"},
     )
     assert server.model == "none" and server.api_key == "from-env"
     assert (cluster.model_min_replicas, cluster.model_max_replicas) == (2, 3)
+    assert cluster.ingress_resources == {"head": 0.5} and cluster.model_resources == {}
     with pytest.raises(ValueError, match="unknown setting"):
-        split_settings({"modle": "none"}, {})
+        split_settings({"modle": "none"})
+    monkeypatch.setenv("SHOP_R1_INGRESS_MAX_REPLICAS", "many")
+    with pytest.raises(ValidationError, match="ingress_max_replicas"):
+        split_settings({})
+
+
+def test_each_deployment_has_the_same_replica_settings() -> None:
+    cluster = RaySettings(ingress_min_replicas=2, ingress_max_replicas=5,
+                          model_num_gpus=0.5, model_resources={"gpu_node": 1})
+    ingress, model = cluster.replicas("ingress"), cluster.replicas("model")
+    assert (ingress.min_replicas, ingress.max_replicas, ingress.num_gpus) == (2, 5, None)
+    assert (model.num_gpus, model.resources) == (0.5, {"gpu_node": 1.0})
+    assert (ingress.target_ongoing_requests, model.target_ongoing_requests) == (16.0, 64.0)
 
 
 # ------------------------------------------------------------------ wire
