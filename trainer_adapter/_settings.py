@@ -159,10 +159,15 @@ def async_client(settings: AdapterSettings) -> AsyncRewardClient:
 
 def text_of(completion: Any) -> str:
     """A completion as text: a string, or a conversational ``[{"role", "content"}]`` list
-    (the assistant turns' content joined)."""
+    (the assistant turns' content joined; TRL appends the results of tool calls to the
+    completion as ``tool`` messages, which the policy did not write)."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        parts = [m.get("content", "") for m in completion if isinstance(m, dict)]
+        parts = [
+            m.get("content", "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
         return "".join(part for part in parts if isinstance(part, str))
     raise TypeError(f"a completion must be text or chat messages, not {type(completion).__name__}")
