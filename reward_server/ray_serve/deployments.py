@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.exceptions import DeploymentUnavailableError
 
 from reward_server.api.app import build_scorer_from, create_app
 from reward_server.certainty.types import (
@@ -176,6 +177,19 @@ class CertaintyModel(_Replica):
         self._close_metrics()
 
 
+async def _metrics_targets_of(handle: Any) -> list[MetricsTarget]:
+    """The metrics endpoints of a deployment's running replicas; none while it has no
+    running replica (a model deployment still placing its first one), so that discovery
+    keeps listing the rest rather than failing as a whole."""
+    try:
+        response = handle.broadcast("metrics_target")
+        answers = await response.results_async(timeout_s=10.0, return_exceptions=True)
+    except (DeploymentUnavailableError, TimeoutError) as exc:
+        log.info("no metrics targets from %s: %s", handle.deployment_name, exc)
+        return []
+    return [answer for answer in answers if isinstance(answer, MetricsTarget)]
+
+
 @serve.ingress()
 class RewardIngress(_Replica):
     """One HTTP replica: the service's FastAPI app, rules scored here."""
@@ -205,16 +219,12 @@ class RewardIngress(_Replica):
         return self._service
 
     async def _metrics_targets(self) -> list[dict[str, object]]:
-        """Every replica's metrics endpoint, in Prometheus ``http_sd`` format."""
+        """Every running replica's metrics endpoint, in Prometheus ``http_sd`` format."""
         handles = [serve.get_deployment_handle(self._deployment, self._app)]
         if self._model is not None:
             handles.append(self._model)
-        answers = await asyncio.gather(
-            *(h.broadcast("metrics_target").results_async(timeout_s=10.0, return_exceptions=True)
-              for h in handles)
-        )
-        targets = [t for answer in answers for t in answer if isinstance(t, MetricsTarget)]
-        return [t.as_sd(self._app) for t in targets]
+        answers = await asyncio.gather(*(_metrics_targets_of(h) for h in handles))
+        return [t.as_sd(self._app) for answer in answers for t in answer]
 
     def readiness(self) -> dict[str, Any]:
         """Whether this replica would answer /readyz with 200, and its model."""
