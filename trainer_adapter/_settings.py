@@ -20,7 +20,9 @@ entry point: it is the one place that reads ``os.environ``. Variables:
 =================================  =========================================================
 
 Variables are read when a client is first needed (not at import), and again whenever
-they change, so a script may set them after importing the adapter.
+they change, so a script may set them after importing the adapter; an unchanged
+environment is not parsed again (settings and ``SHOP_R1_REWARD_CONFIG`` are cached by
+value), however many calls a training step makes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import json
 import os
 import threading
 import weakref
+from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
@@ -66,12 +70,7 @@ class AdapterSettings(BaseSettings):
     @classmethod
     def _json_object(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                parsed = json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"not JSON: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise ValueError("must be a JSON object")
+            _parsed_config(value)  # raises naming what is wrong; the parse is kept
         return value
 
     @classmethod
@@ -84,9 +83,10 @@ class AdapterSettings(BaseSettings):
         ))
         return _settings_for(cls, snapshot)
 
-    def config(self) -> dict[str, Any] | None:
-        """The per-request reward overrides (``SHOP_R1_REWARD_CONFIG``), if any."""
-        return json.loads(self.reward_config) if self.reward_config else None
+    def config(self) -> Mapping[str, Any] | None:
+        """The per-request reward overrides (``SHOP_R1_REWARD_CONFIG``), if any: parsed
+        once per distinct text, read-only since every call shares it."""
+        return _parsed_config(self.reward_config) if self.reward_config else None
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
@@ -99,6 +99,19 @@ class AdapterSettings(BaseSettings):
 
     def score_kwargs(self) -> dict[str, Any]:
         return {"config": self.config(), "self_certainty_source": self.self_certainty_source}
+
+
+@lru_cache(maxsize=64)
+def _parsed_config(text: str) -> Mapping[str, Any]:
+    # Keyed on the text itself, so a changed variable is parsed anew and an unchanged one
+    # never again, however many calls a training step makes.
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("must be a JSON object")
+    return MappingProxyType(parsed)
 
 
 @lru_cache(maxsize=64)
@@ -146,10 +159,15 @@ def async_client(settings: AdapterSettings) -> AsyncRewardClient:
 
 def text_of(completion: Any) -> str:
     """A completion as text: a string, or a conversational ``[{"role", "content"}]`` list
-    (the assistant turns' content joined)."""
+    (the assistant turns' content joined; TRL appends the results of tool calls to the
+    completion as ``tool`` messages, which the policy did not write)."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        parts = [m.get("content", "") for m in completion if isinstance(m, dict)]
+        parts = [
+            m.get("content", "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
         return "".join(part for part in parts if isinstance(part, str))
     raise TypeError(f"a completion must be text or chat messages, not {type(completion).__name__}")

@@ -18,7 +18,7 @@ from ray.serve import Application
 
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.deployments import CertaintyModel, RewardIngress
-from reward_server.ray_serve.settings import RaySettings, split_settings
+from reward_server.ray_serve.settings import RaySettings, Role, split_settings
 
 INGRESS = "RewardIngress"
 MODEL = "CertaintyModel"
@@ -32,50 +32,46 @@ CONSTRUCTOR_RETRIES = 3
 METRICS_INTERVAL_S = 10.0
 
 
-def _replicas(minimum: int, maximum: int, target: float, cluster: RaySettings) -> dict[str, Any]:
-    """Fixed ``num_replicas`` when the bounds are equal, else Serve autoscaling on the
-    requests in flight per replica."""
-    if minimum == maximum:
-        return {"num_replicas": minimum}
-    return {
-        "autoscaling_config": {
-            "min_replicas": minimum,
-            "initial_replicas": minimum,
-            "max_replicas": maximum,
-            "target_ongoing_requests": target,
-            "look_back_period_s": cluster.autoscale_look_back_s,
-            "metrics_interval_s": min(METRICS_INTERVAL_S, cluster.autoscale_look_back_s / 3),
-            "upscale_delay_s": cluster.upscale_delay_s,
-            "downscale_delay_s": cluster.downscale_delay_s,
-        }
+def _deployment_options(name: str, role: Role, server: ServerSettings,
+                        cluster: RaySettings) -> dict[str, Any]:
+    """Serve options of one deployment: its replicas' resources and load limits, a fixed
+    ``num_replicas`` when its bounds are equal, else autoscaling on the requests in flight
+    per replica."""
+    replicas = cluster.replicas(role)
+    actor_options: dict[str, Any] = {"num_cpus": replicas.num_cpus}
+    if replicas.num_gpus is not None:
+        actor_options["num_gpus"] = replicas.num_gpus
+    if replicas.resources:
+        actor_options["resources"] = dict(replicas.resources)
+    options: dict[str, Any] = {
+        "name": name,
+        "ray_actor_options": actor_options,
+        "max_ongoing_requests": replicas.max_ongoing_requests,
+        "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
+        "graceful_shutdown_timeout_s": server.graceful_shutdown_seconds,
     }
+    if replicas.min_replicas == replicas.max_replicas:
+        options["num_replicas"] = replicas.min_replicas
+        return options
+    options["autoscaling_config"] = {
+        "min_replicas": replicas.min_replicas,
+        "initial_replicas": replicas.min_replicas,
+        "max_replicas": replicas.max_replicas,
+        "target_ongoing_requests": replicas.target_ongoing_requests,
+        "look_back_period_s": cluster.autoscale_look_back_s,
+        "metrics_interval_s": min(METRICS_INTERVAL_S, cluster.autoscale_look_back_s / 3),
+        "upscale_delay_s": cluster.upscale_delay_s,
+        "downscale_delay_s": cluster.downscale_delay_s,
+    }
+    return options
 
 
 def build_application(server: ServerSettings, cluster: RaySettings) -> Application:
     """The bound application (not yet running) for these settings."""
     settings = server.model_dump()
-    drain = {"graceful_shutdown_timeout_s": server.graceful_shutdown_seconds}
     model = None
     if server.model != "none":
-        actor_options: dict[str, Any] = {
-            "num_cpus": cluster.model_num_cpus,
-            "num_gpus": cluster.model_num_gpus,
-        }
-        if cluster.model_resources:
-            actor_options["resources"] = dict(cluster.model_resources)
-        options: dict[str, Any] = {
-            "name": MODEL,
-            "ray_actor_options": actor_options,
-            "max_ongoing_requests": cluster.model_max_ongoing_requests,
-            "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
-            **drain,
-            **_replicas(
-                cluster.model_min_replicas,
-                cluster.model_max_replicas,
-                cluster.model_target_ongoing_requests,
-                cluster,
-            ),
-        }
+        options = _deployment_options(MODEL, "model", server, cluster)
         router = cluster.router_config()
         if router is not None:
             options["request_router_config"] = router
@@ -84,21 +80,8 @@ def build_application(server: ServerSettings, cluster: RaySettings) -> Applicati
             .options(**options)
             .bind(settings, cluster.group_window_ms, cluster.metrics_endpoints)
         )
-    ingress_options: dict[str, Any] = {"num_cpus": cluster.ingress_num_cpus}
-    if cluster.ingress_resources:
-        ingress_options["resources"] = dict(cluster.ingress_resources)
     ingress = serve.deployment(RewardIngress).options(
-        name=INGRESS,
-        ray_actor_options=ingress_options,
-        max_ongoing_requests=cluster.ingress_max_ongoing_requests,
-        max_constructor_retry_count=CONSTRUCTOR_RETRIES,
-        **drain,
-        **_replicas(
-            cluster.ingress_min_replicas,
-            cluster.ingress_max_replicas,
-            cluster.ingress_target_ongoing_requests,
-            cluster,
-        ),
+        **_deployment_options(INGRESS, "ingress", server, cluster)
     )
     return ingress.bind(
         settings, model, cluster.model_routing == "prompt_hash", cluster.metrics_endpoints

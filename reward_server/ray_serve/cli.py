@@ -11,14 +11,13 @@ running).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
 from reward_server.config import ServerSettings
-from reward_server.ray_serve.settings import RaySettings, split_settings
+from reward_server.ray_serve.settings import ENV_PREFIX, RaySettings, split_settings
 
 # Not options of this command: one process per ingress replica is Ray's job here.
 SKIPPED = {"multiprocess_dir", "workers"}
@@ -26,6 +25,11 @@ SKIPPED = {"multiprocess_dir", "workers"}
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _source(args: argparse.Namespace, name: str) -> str:
+    """Where a setting's value came from: its flag, else its variable."""
+    return _flag(name) if getattr(args, name, None) is not None else ENV_PREFIX + name.upper()
 
 
 def _fields() -> dict[str, Any]:
@@ -55,24 +59,22 @@ def add_ray_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_ray_serve)
 
 
-def settings_from(
-    args: argparse.Namespace, environ: dict[str, str]
-) -> tuple[ServerSettings, RaySettings]:
+def settings_from(args: argparse.Namespace) -> tuple[ServerSettings, RaySettings]:
     """Flags win over ``SHOP_R1_*`` variables, which win over the defaults."""
     flags = {name: getattr(args, name) for name in _fields() if getattr(args, name, None)
              is not None}
-    return split_settings(flags, environ)
+    return split_settings(flags)
 
 
 def run_ray_serve(args: argparse.Namespace) -> int:
     from reward_server.ray_serve.launch import LaunchError, start, wait_for_signal
 
     try:
-        server, cluster = settings_from(args, dict(os.environ))
+        server, cluster = settings_from(args)
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
-        where = f"{_flag(str(first['loc'][0]))}: " if first["loc"] else ""
+        where = f"{_source(args, str(first['loc'][0]))}: " if first["loc"] else ""
         print(f"shop-r1-reward: {where}{message}", file=sys.stderr)
         return 2
     if args.detach and cluster.ray_address is None:

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.exceptions import DeploymentUnavailableError
 
 from reward_server.api.app import build_scorer_from, create_app
 from reward_server.certainty.types import (
@@ -40,25 +41,40 @@ from reward_server.telemetry import Telemetry
 log = logging.getLogger(f"ray.serve.{__name__}")
 
 
-def _identity() -> tuple[str, str, str, str]:
-    """(application, deployment, replica id, node id) of the calling replica."""
-    context = serve.get_replica_context()
-    node_id = ray.get_runtime_context().get_node_id()
-    return context.app_name, context.deployment, context.replica_id.unique_id, node_id
+class _Replica:
+    """What a replica of either deployment has: who it is (application, deployment,
+    replica id, node id) and, optionally, its own metrics endpoint."""
+
+    _metrics: MetricsEndpoint | None = None
+
+    def _identify(self) -> None:
+        context = serve.get_replica_context()
+        self._app, self._deployment = context.app_name, context.deployment
+        self._replica = context.replica_id.unique_id
+        self._node_id = ray.get_runtime_context().get_node_id()
+
+    def _open_metrics(self, enabled: bool) -> None:
+        if enabled:
+            self._metrics = MetricsEndpoint(
+                ray.util.get_node_ip_address(), self._deployment, self._replica, self._node_id
+            )
+
+    def metrics_target(self) -> MetricsTarget | None:
+        return self._metrics.target if self._metrics else None
+
+    def _close_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
 
 
-def _metrics_endpoint(deployment: str, replica: str, node_id: str) -> MetricsEndpoint:
-    return MetricsEndpoint(ray.util.get_node_ip_address(), deployment, replica, node_id)
-
-
-class CertaintyModel:
+class CertaintyModel(_Replica):
     """One model replica: the project's scorer, its counts, its metrics endpoint."""
 
     async def __init__(
         self, settings: dict[str, Any], group_window_ms: float = 0.0, metrics_endpoints: bool = True
     ) -> None:
         server = ServerSettings.model_validate(settings)
-        self._app, self._deployment, self._replica, self._node_id = _identity()
+        self._identify()
         self._counts = WorkCounts()
         self._telemetry = Telemetry()
         observer = ObserverFanout(self._telemetry, self._counts)
@@ -75,11 +91,7 @@ class CertaintyModel:
         self._reload_lock = asyncio.Lock()
         self._in_flight = 0
         await self._catch_up_with_peers()
-        self._metrics = (
-            _metrics_endpoint(self._deployment, self._replica, self._node_id)
-            if metrics_endpoints
-            else None
-        )
+        self._open_metrics(metrics_endpoints)
         log.info("model replica %s ready: %s", self._replica, self._scorer.model_name)
 
     async def _catch_up_with_peers(self) -> None:
@@ -154,9 +166,6 @@ class CertaintyModel:
             **self._counts.snapshot(with_keys),
         }
 
-    def metrics_target(self) -> MetricsTarget | None:
-        return self._metrics.target if self._metrics else None
-
     def check_health(self) -> None:
         """Serve replaces a replica whose model is no longer loaded."""
         if not self._scorer.ready:
@@ -165,12 +174,24 @@ class CertaintyModel:
     async def __del__(self) -> None:
         # Serve calls this after the replica drained its in-flight calls.
         await self._scorer.stop()
-        if self._metrics is not None:
-            self._metrics.close()
+        self._close_metrics()
+
+
+async def _metrics_targets_of(handle: Any) -> list[MetricsTarget]:
+    """The metrics endpoints of a deployment's running replicas; none while it has no
+    running replica (a model deployment still placing its first one), so that discovery
+    keeps listing the rest rather than failing as a whole."""
+    try:
+        response = handle.broadcast("metrics_target")
+        answers = await response.results_async(timeout_s=10.0, return_exceptions=True)
+    except (DeploymentUnavailableError, TimeoutError) as exc:
+        log.info("no metrics targets from %s: %s", handle.deployment_name, exc)
+        return []
+    return [answer for answer in answers if isinstance(answer, MetricsTarget)]
 
 
 @serve.ingress()
-class RewardIngress:
+class RewardIngress(_Replica):
     """One HTTP replica: the service's FastAPI app, rules scored here."""
 
     async def __init__(
@@ -181,7 +202,7 @@ class RewardIngress:
         metrics_endpoints: bool = True,
     ) -> None:
         server = ServerSettings.model_validate(settings)
-        self._app, self._deployment, self._replica, self._node_id = _identity()
+        self._identify()
         self._model = model
         self._scorer = (
             RemoteCertaintyScorer(
@@ -192,29 +213,18 @@ class RewardIngress:
         )
         self._service = create_app(server, scorer=self._scorer)  # type: ignore[arg-type]
         self._service.get("/v1/metrics/targets", include_in_schema=False)(self._metrics_targets)
-        self._metrics = (
-            _metrics_endpoint(self._deployment, self._replica, self._node_id)
-            if metrics_endpoints
-            else None
-        )
+        self._open_metrics(metrics_endpoints)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self._service
 
     async def _metrics_targets(self) -> list[dict[str, object]]:
-        """Every replica's metrics endpoint, in Prometheus ``http_sd`` format."""
+        """Every running replica's metrics endpoint, in Prometheus ``http_sd`` format."""
         handles = [serve.get_deployment_handle(self._deployment, self._app)]
         if self._model is not None:
             handles.append(self._model)
-        answers = await asyncio.gather(
-            *(h.broadcast("metrics_target").results_async(timeout_s=10.0, return_exceptions=True)
-              for h in handles)
-        )
-        targets = [t for answer in answers for t in answer if isinstance(t, MetricsTarget)]
-        return [t.as_sd(self._app) for t in targets]
-
-    def metrics_target(self) -> MetricsTarget | None:
-        return self._metrics.target if self._metrics else None
+        answers = await asyncio.gather(*(_metrics_targets_of(h) for h in handles))
+        return [t.as_sd(self._app) for answer in answers for t in answer]
 
     def readiness(self) -> dict[str, Any]:
         """Whether this replica would answer /readyz with 200, and its model."""
@@ -228,5 +238,4 @@ class RewardIngress:
         }
 
     async def __del__(self) -> None:
-        if self._metrics is not None:
-            self._metrics.close()
+        self._close_metrics()

@@ -6,11 +6,11 @@ It offers what the service uses of :class:`~reward_server.certainty.CertaintySco
 
 * ``score`` splits the items by prompt (:mod:`.routing`), sends one call per prompt with
   the prompt's hash as the routing key, and puts the results back in input order. A
-  call that reached a replica which then died (or was removed) is sent again, at most
-  ``attempts`` times within the deadline, then fails with ``ScorerNotReady`` (503 with
-  Retry-After, which the client retries): scoring is a pure function of the item, so a
-  repeated call can change nothing but the time it takes.
-* ``ready`` is the last probe of the model replicas (every ``probe_interval_s``): true
+  call that reached a replica which then died (or was removed) is sent again, in
+  ``RESEND_ATTEMPTS`` attempts at most within the deadline, then fails with
+  ``ScorerNotReady`` (503 with Retry-After, which the client retries): scoring is a pure
+  function of the item, so a repeated call can change nothing but the time it takes.
+* ``ready`` is the last probe of the model replicas (every ``PROBE_INTERVAL_S``): true
   while at least one answers that its model is loaded and warm.
 * ``reload`` asks every model replica to load the directory, and repeats until every
   replica reports the new generation (a replica that started meanwhile is caught by the
@@ -24,7 +24,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -52,6 +52,20 @@ _REPLICA_GONE = (RayActorError, ReplicaUnavailableError)
 # How long past the caller's deadline to wait for the replica's own deadline answer
 # before giving up on the call here.
 _DEADLINE_GRACE_S = 1.0
+# Constants rather than settings: a call is sent again only when its replica died under
+# it, and the resends are bounded by the caller's deadline anyway; what a user tunes is
+# the client's own retry policy, which retries the 503 that follows the last attempt.
+# Exposing these too would only stack a second retry loop under the client's.
+RESEND_ATTEMPTS = 3
+# Pause before the second attempt, doubled before each later one: long enough for Serve's
+# router to drop the dead replica, short against any deadline.
+RESEND_BACKOFF_S = 0.25
+# How often the model replicas are probed for readiness (and a reload re-sent to one
+# behind); the ingress's /readyz is at most this stale.
+PROBE_INTERVAL_S = 2.0
+# Longest a reload may take to reach every model replica (loading a large model from
+# disk on each); past it the reload answers 503.
+RELOAD_TIMEOUT_S = 600.0
 
 
 class RemoteCertaintyScorer:
@@ -63,20 +77,13 @@ class RemoteCertaintyScorer:
         *,
         model_setting: str,
         route_by_prompt: bool = True,
-        attempts: int = 3,
-        retry_backoff_s: float = 0.25,
-        probe_interval_s: float = 2.0,
-        reload_timeout_s: float = 600.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        # ``sleep`` is the pause between resends (tests count the pauses through it).
         self._handle = handle
         self._model_name = model_setting
         self._route_by_prompt = route_by_prompt
-        self._attempts = attempts
-        self._retry_backoff_s = retry_backoff_s
-        self._probe_interval_s = probe_interval_s
-        self._reload_timeout_s = reload_timeout_s
+        self._sleep = sleep
         self._ready = False
         self._probe_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
@@ -100,7 +107,7 @@ class RemoteCertaintyScorer:
     async def start(self) -> None:
         """Wait until a model replica is ready, then keep probing in the background."""
         while not await self._probe():
-            await asyncio.sleep(min(0.5, self._probe_interval_s))
+            await asyncio.sleep(min(0.5, PROBE_INTERVAL_S))
         self._probe_task = asyncio.create_task(self._probe_loop(), name="model-probe")
 
     async def stop(self) -> None:
@@ -112,7 +119,7 @@ class RemoteCertaintyScorer:
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._probe_interval_s)
+            await asyncio.sleep(PROBE_INTERVAL_S)
             try:
                 await self._probe()
                 await self._converge()
@@ -152,7 +159,7 @@ class RemoteCertaintyScorer:
         async with self._reload_lock:
             log.info("model replicas %s are behind generation %d: reloading %s",
                      sorted(behind), generation, model_dir)
-            await self._broadcast("reload", model_dir, generation, timeout_s=self._reload_timeout_s)
+            await self._broadcast("reload", model_dir, generation, timeout_s=RELOAD_TIMEOUT_S)
 
     async def _broadcast(self, method: str, *args: Any, timeout_s: float) -> list[Any]:
         """``method`` on every running model replica: its answer, or the exception that
@@ -209,7 +216,13 @@ class RemoteCertaintyScorer:
         if key is not None and self._route_by_prompt:
             handle = handle.options(session_id=key)
         last: BaseException | None = None
-        for attempt in range(self._attempts):
+        for attempt in range(RESEND_ATTEMPTS):
+            if attempt:  # a pause between attempts, none after the last one
+                self.calls_resent += 1
+                pause = RESEND_BACKOFF_S * 2 ** (attempt - 1)
+                if deadline is not None:  # never sleep past the deadline
+                    pause = max(0.0, min(pause, deadline - time.monotonic()))
+                await self._sleep(pause)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise ScorerDeadlineExceeded("deadline passed before the model answered")
@@ -228,9 +241,7 @@ class RemoteCertaintyScorer:
                 raise ScorerNotReady(f"the model deployment is unavailable: {exc}") from None
             except _REPLICA_GONE as exc:
                 last = exc
-                self.calls_resent += 1
                 log.warning("model replica gone (attempt %d): %s", attempt + 1, exc)
-                await asyncio.sleep(self._retry_backoff_s * (2**attempt))
                 continue
             if isinstance(outcome, ModelFailure):
                 raise outcome.as_error()
@@ -238,7 +249,7 @@ class RemoteCertaintyScorer:
                 raise RuntimeError(f"model returned {len(outcome)} results for {len(group)}")
             return list(outcome)
         raise ScorerNotReady(
-            f"no model replica answered in {self._attempts} attempts (last: {last})"
+            f"no model replica answered in {RESEND_ATTEMPTS} attempts (last: {last})"
         )
 
     # ------------------------------------------------------------------ reload
@@ -246,7 +257,7 @@ class RemoteCertaintyScorer:
         """Load ``model_dir`` on every model replica (each checks it against its reload
         root first). Raises ValueError with the replica's reason when one refuses."""
         generation = time.time_ns()
-        deadline = time.monotonic() + self._reload_timeout_s
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
         async with self._reload_lock:
             while True:
                 remaining = deadline - time.monotonic()

@@ -8,10 +8,12 @@ a cluster needs.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reward_server.config import ServerSettings
 
@@ -26,9 +28,72 @@ PROMPT_HASH_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHa
 RoutingMode = Literal["prompt_hash", "balanced"]
 ProxyKind = Literal["python", "haproxy"]
 BackpressureMode = Literal["spill", "wait"]
+Role = Literal["ingress", "model"]
+ROLES: tuple[Role, ...] = ("ingress", "model")
+# Custom Ray resources, given as JSON text (flag or variable) or as a mapping (a Serve
+# config's args); the validator below parses the text, so that an empty value is {}.
+Resources = Annotated[dict[str, float], NoDecode]
 
 
-class RaySettings(BaseModel):
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """What Serve is told about one deployment's replicas: the ``<role>_*`` settings."""
+
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    max_ongoing_requests: int
+    num_cpus: float
+    resources: dict[str, float]
+    num_gpus: float | None = None  # None: a deployment without the setting (the ingress)
+
+
+def _replica_fields(
+    role: Role, *, title: str, work: str, max_replicas: int, target: float, when_full: str,
+    gpus: bool, resources_example: str = "",
+) -> type[BaseModel]:
+    """The settings each deployment has, as fields named ``<role>_<setting>`` (flags
+    ``--<role>-<setting>``, variables ``SHOP_R1_<ROLE>_<SETTING>``); ``gpus`` adds
+    ``<role>_num_gpus`` (otherwise a replica gets none)."""
+    replica = f"{role} replica"
+    chosen: dict[str, Any] = {
+        "min_replicas": (int, Field(1, ge=1, description=f"fewest {title} replicas")),
+        "max_replicas": (int, Field(max_replicas, ge=1, description=f"most {title} replicas")),
+        "target_ongoing_requests": (float, Field(
+            target, gt=0, description=f"{work} in flight per {replica} the autoscaler aims at"
+        )),
+        "max_ongoing_requests": (int, Field(
+            256, ge=1, description=f"{work} in flight per {replica} before {when_full}"
+        )),
+        "num_cpus": (float, Field(1.0, ge=0, description=f"CPUs reserved per {replica}")),
+        "resources": (Resources, Field(
+            default_factory=dict,
+            description=f"custom Ray resources per {replica}, as JSON{resources_example}",
+        )),
+    }
+    if gpus:
+        chosen["num_gpus"] = (float, Field(0.0, ge=0, description=f"GPUs per {replica} (0: CPU)"))
+    return create_model(
+        f"{role.capitalize()}ReplicaSettings",
+        __module__=__name__,
+        **{f"{role}_{name}": field for name, field in chosen.items()},
+    )
+
+
+_IngressFields = _replica_fields(
+    "ingress", title="HTTP ingress", work="requests", max_replicas=4, target=16.0,
+    when_full="it queues", gpus=False,
+)
+_ModelFields = _replica_fields(
+    "model", title="model", work="prompt groups", max_replicas=1, target=64.0,
+    when_full="backpressure", gpus=True,
+    resources_example=' (e.g. {"reward_gpu_node": 1})',
+)
+
+
+# The bases' order puts the ingress fields first, then the model's, then the rest (the
+# order of the command's options).
+class RaySettings(BaseSettings, _ModelFields, _IngressFields):  # type: ignore[misc,valid-type]
     """Replica counts, resources and routing of the two deployments.
 
     * ``RewardIngress``: the FastAPI service (every route, auth, limits); rules are scored
@@ -45,7 +110,7 @@ class RaySettings(BaseModel):
       rest of its group (:mod:`.coalesce`).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     ray_address: str | None = Field(
         None,
@@ -63,33 +128,6 @@ class RaySettings(BaseModel):
     )
     route_prefix: str = Field("/", description="HTTP route prefix of the application")
 
-    ingress_min_replicas: int = Field(1, ge=1, description="fewest HTTP ingress replicas")
-    ingress_max_replicas: int = Field(4, ge=1, description="most HTTP ingress replicas")
-    ingress_target_ongoing_requests: float = Field(
-        16.0, gt=0, description="requests in flight per ingress replica the autoscaler aims at"
-    )
-    ingress_max_ongoing_requests: int = Field(
-        256, ge=1, description="requests in flight per ingress replica before it queues"
-    )
-    ingress_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per ingress replica")
-    ingress_resources: dict[str, float] = Field(
-        default_factory=dict, description="custom Ray resources per ingress replica, as JSON"
-    )
-
-    model_min_replicas: int = Field(1, ge=1, description="fewest model replicas")
-    model_max_replicas: int = Field(1, ge=1, description="most model replicas")
-    model_target_ongoing_requests: float = Field(
-        64.0, gt=0, description="prompt groups in flight per model replica the autoscaler aims at"
-    )
-    model_max_ongoing_requests: int = Field(
-        256, ge=1, description="prompt groups in flight per model replica before backpressure"
-    )
-    model_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per model replica")
-    model_num_gpus: float = Field(0.0, ge=0, description="GPUs per model replica (0: CPU)")
-    model_resources: dict[str, float] = Field(
-        default_factory=dict,
-        description='custom Ray resources per model replica, as JSON (e.g. {"reward_gpu_node": 1})',
-    )
     model_routing: RoutingMode = Field(
         "prompt_hash",
         description="prompt_hash: a prompt's items meet on one replica; balanced: Ray's default",
@@ -134,14 +172,20 @@ class RaySettings(BaseModel):
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> RaySettings:
-        if self.ingress_max_replicas < self.ingress_min_replicas:
-            raise ValueError("ingress_max_replicas must be >= ingress_min_replicas")
-        if self.model_max_replicas < self.model_min_replicas:
-            raise ValueError("model_max_replicas must be >= model_min_replicas")
-        for name in ("ingress_resources", "model_resources"):
-            if any(v <= 0 for v in getattr(self, name).values()):
-                raise ValueError(f"{name} amounts must be positive")
+        for role in ROLES:
+            replicas = self.replicas(role)
+            if replicas.max_replicas < replicas.min_replicas:
+                raise ValueError(f"{role}_max_replicas must be >= {role}_min_replicas")
+            if any(v <= 0 for v in replicas.resources.values()):
+                raise ValueError(f"{role}_resources amounts must be positive")
         return self
+
+    def replicas(self, role: Role) -> ReplicaSettings:
+        """The ``<role>_*`` settings of one deployment (a setting it lacks, such as the
+        ingress's GPUs, is None)."""
+        names = [f.name for f in fields(ReplicaSettings)]
+        present = [name for name in names if f"{role}_{name}" in type(self).model_fields]
+        return ReplicaSettings(**{name: getattr(self, f"{role}_{name}") for name in present})
 
     def router_config(self) -> dict[str, Any] | None:
         """Serve's ``request_router_config`` for the model deployment (None: Ray's default).
@@ -158,22 +202,15 @@ class RaySettings(BaseModel):
         }
 
 
-def split_settings(
-    values: dict[str, Any], environ: dict[str, str] | None = None
-) -> tuple[ServerSettings, RaySettings]:
+def split_settings(values: Mapping[str, Any]) -> tuple[ServerSettings, RaySettings]:
     """Service and cluster settings from one flat mapping (flags, or a Serve config's
-    ``args``); a field missing there comes from ``SHOP_R1_<FIELD>`` in ``environ``, else
-    its default. Unknown keys are refused by name."""
-    environ = dict(os.environ) if environ is None else environ
+    ``args``); a field missing there comes from its ``SHOP_R1_<FIELD>`` variable (each
+    settings class reads the environment itself), else its default. Unknown keys are
+    refused by name."""
     known = set(ServerSettings.model_fields) | set(RaySettings.model_fields)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-    chosen = {
-        name: values[name] if name in values else environ[ENV_PREFIX + name.upper()]
-        for name in known
-        if name in values or ENV_PREFIX + name.upper() in environ
-    }
-    service = {k: v for k, v in chosen.items() if k in ServerSettings.model_fields}
-    cluster = {k: v for k, v in chosen.items() if k in RaySettings.model_fields}
-    return ServerSettings.model_validate(service).check(), RaySettings.model_validate(cluster)
+    service = {k: v for k, v in values.items() if k in ServerSettings.model_fields}
+    cluster = {k: v for k, v in values.items() if k in RaySettings.model_fields}
+    return ServerSettings(**service).check(), RaySettings(**cluster)

@@ -131,3 +131,32 @@ def test_adapter_settings_come_from_the_environment_and_name_bad_variables(monke
     monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "oracle")
     with pytest.raises(ValueError, match="SHOP_R1_SELF_CERTAINTY_SOURCE"):
         AdapterSettings.from_env()
+
+
+def test_reward_config_is_parsed_once_and_a_changed_one_takes_effect(rules_server, monkeypatch):
+    """Adapters read the settings on every call (thousands per step): an unchanged
+    SHOP_R1_REWARD_CONFIG is not parsed again, a changed one reaches the next request."""
+    import asyncio
+
+    from trainer_adapter import AdapterSettings
+    from trainer_adapter.trl import shop_r1_reward
+
+    answer = json.dumps({"rationale": "done", "action": {"type": "terminate"}})
+    truth = {"type": "terminate"}
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", rules_server.url)
+    monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "none")
+    monkeypatch.setenv("SHOP_R1_REWARD_CONFIG", '{"type_weight": 0.3}')
+    parsed = AdapterSettings.from_env().score_kwargs()["config"]
+    for _ in range(3):  # the same parse each call, never a new one
+        assert AdapterSettings.from_env().score_kwargs()["config"] is parsed
+    assert parsed == {"type_weight": 0.3}
+    with pytest.raises(TypeError):  # shared by every call, so nobody may change it
+        parsed["type_weight"] = 1.0  # type: ignore[index]
+    assert asyncio.run(shop_r1_reward(completions=[answer], ground_truth=[truth])) == [
+        pytest.approx(0.8)
+    ]
+    monkeypatch.setenv("SHOP_R1_REWARD_CONFIG", '{"type_weight": 0.5}')
+    assert AdapterSettings.from_env().score_kwargs()["config"] == {"type_weight": 0.5}
+    assert asyncio.run(shop_r1_reward(completions=[answer], ground_truth=[truth])) == [
+        pytest.approx(1.0)
+    ]

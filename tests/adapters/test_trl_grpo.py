@@ -144,6 +144,27 @@ def test_plain_script_use_and_none_when_unreachable(rules_server, monkeypatch):
     assert rewards == [None, None] and metrics["shop_r1/unscored"] == 1.0
 
 
+def test_tool_results_in_a_completion_are_not_scored_as_the_policys_text(
+    rules_server, monkeypatch
+):
+    """GRPOTrainer with tools appends each tool's result to the completion as a ``tool``
+    message: only the assistant turns are the policy's answer."""
+    good = json.dumps({"rationale": "Done.", "action": {"type": "terminate"}})
+    completion = [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "search", "arguments": {"q": "lamp"}}}
+        ]},
+        {"role": "tool", "name": "search", "content": "3 lamps found"},
+        {"role": "assistant", "content": good},
+    ]
+    monkeypatch.setenv("SHOP_R1_REWARD_URL", rules_server.url)
+    monkeypatch.setenv("SHOP_R1_SELF_CERTAINTY_SOURCE", "none")
+    rewards = asyncio.run(shop_r1_reward(
+        completions=[completion], ground_truth=[json.dumps({"type": "terminate"})]
+    ))
+    assert rewards == [pytest.approx(0.8)]
+
+
 def test_provided_certainty_is_logged_over_the_items_that_have_one(rules_server, monkeypatch):
     """A ``self_certainty`` column (with ``SHOP_R1_SELF_CERTAINTY_SOURCE=provided``) adds
     alpha * s to its item. A format failure keeps no value (its reward is 0), so the logged

@@ -14,7 +14,9 @@ from tests.conftest import REPO, free_port
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
-def _ray_serve(*args: str, block_ray: bool = False) -> subprocess.CompletedProcess:
+def _ray_serve(
+    *args: str, block_ray: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     code = "import sys\n"
     if block_ray:
         # Stages an environment without Ray: importing it fails as it would there.
@@ -22,7 +24,7 @@ def _ray_serve(*args: str, block_ray: bool = False) -> subprocess.CompletedProce
     code += "from reward_server.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.run(
         [sys.executable, "-c", code, "ray-serve", *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=120,
     )
 
 
@@ -75,3 +77,12 @@ def test_resources_the_cluster_lacks_are_refused(ray_cluster, flags, messages) -
     for message in messages:
         assert message in result.stderr
     assert "unplaceable" not in serve.status().applications
+
+
+def test_bad_setting_from_the_environment_names_its_variable() -> None:
+    result = _ray_serve("--model", "none", env={"SHOP_R1_MODEL_RESOURCES": "{oops"})
+    assert result.returncode == 2
+    assert "SHOP_R1_MODEL_RESOURCES: not a JSON object" in result.stderr
+    result = _ray_serve("--model", "none", "--model-resources", "{oops")
+    assert result.returncode == 2
+    assert "--model-resources: not a JSON object" in result.stderr

@@ -74,15 +74,32 @@ def test_inconsistent_cluster_settings_are_refused(bad: dict) -> None:
         RaySettings(**bad)
 
 
-def test_app_builder_settings_come_from_args_then_environment() -> None:
+def test_app_builder_settings_come_from_args_then_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SHOP_R1_API_KEY", "from-env")
+    monkeypatch.setenv("SHOP_R1_MODEL", "ignored: args win")
+    monkeypatch.setenv("SHOP_R1_MODEL_MAX_REPLICAS", "ignored: args win")
+    monkeypatch.setenv("SHOP_R1_INGRESS_RESOURCES", '{"head": 0.5}')
+    monkeypatch.setenv("SHOP_R1_MODEL_RESOURCES", "")  # empty: none
     server, cluster = split_settings(
         {"model": "none", "model_min_replicas": 2, "model_max_replicas": 3},
-        {"SHOP_R1_API_KEY": "from-env", "SHOP_R1_MODEL": "ignored: args win"},
     )
     assert server.model == "none" and server.api_key == "from-env"
     assert (cluster.model_min_replicas, cluster.model_max_replicas) == (2, 3)
+    assert cluster.ingress_resources == {"head": 0.5} and cluster.model_resources == {}
     with pytest.raises(ValueError, match="unknown setting"):
-        split_settings({"modle": "none"}, {})
+        split_settings({"modle": "none"})
+    monkeypatch.setenv("SHOP_R1_INGRESS_MAX_REPLICAS", "many")
+    with pytest.raises(ValidationError, match="ingress_max_replicas"):
+        split_settings({})
+
+
+def test_each_deployment_has_the_same_replica_settings() -> None:
+    cluster = RaySettings(ingress_min_replicas=2, ingress_max_replicas=5,
+                          model_num_gpus=0.5, model_resources={"gpu_node": 1})
+    ingress, model = cluster.replicas("ingress"), cluster.replicas("model")
+    assert (ingress.min_replicas, ingress.max_replicas, ingress.num_gpus) == (2, 5, None)
+    assert (model.num_gpus, model.resources) == (0.5, {"gpu_node": 1.0})
+    assert (ingress.target_ongoing_requests, model.target_ongoing_requests) == (16.0, 64.0)
 
 
 # ------------------------------------------------------------------ wire
@@ -97,6 +114,64 @@ def test_a_refusal_comes_back_as_the_same_error(error: Exception) -> None:
     assert type(back) is type(error) and str(back) == str(error)
     assert getattr(back, "retry_after", None) == getattr(error, "retry_after", None)
     assert getattr(back, "limit", None) == getattr(error, "limit", None)
+
+
+# ------------------------------------------------------------------ resends
+class _DyingReplicas:
+    """A model deployment handle whose replica dies under the first ``deaths`` calls: a
+    fault a test cannot stage on demand through Serve (it replaces dead replicas)."""
+
+    def __init__(self, deaths: int) -> None:
+        self.deaths = deaths
+        self.calls = 0
+        self.score = self
+
+    def options(self, **_: object) -> _DyingReplicas:
+        return self
+
+    async def remote(self, group: list, remaining_s: float | None, key: str | None) -> list:
+        from ray.exceptions import RayActorError
+
+        self.calls += 1
+        if self.calls <= self.deaths:
+            raise RayActorError()
+        return [f"result {i}" for i in range(len(group))]
+
+
+def _scorer(handle: _DyingReplicas, pauses: list[float]):
+    from reward_server.ray_serve.remote_scorer import RemoteCertaintyScorer
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    return RemoteCertaintyScorer(handle, model_setting="m", sleep=record)
+
+
+async def test_no_pause_follows_the_last_failed_attempt() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'shop-r1-reward[ray]'")
+    from reward_server.ray_serve.remote_scorer import RESEND_ATTEMPTS, RESEND_BACKOFF_S
+
+    handle, pauses = _DyingReplicas(deaths=RESEND_ATTEMPTS), []
+    scorer = _scorer(handle, pauses)
+    with pytest.raises(ScorerNotReady, match=f"in {RESEND_ATTEMPTS} attempts"):
+        await scorer.score([_request(prompt_text="p")])
+    assert handle.calls == RESEND_ATTEMPTS
+    assert pauses == [RESEND_BACKOFF_S * 2**i for i in range(RESEND_ATTEMPTS - 1)]
+    assert scorer.calls_resent == RESEND_ATTEMPTS - 1
+
+
+async def test_a_resent_call_answers_in_order_and_pauses_are_bounded_by_the_deadline() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'shop-r1-reward[ray]'")
+    handle, pauses = _DyingReplicas(deaths=1), []
+    scorer = _scorer(handle, pauses)
+    results = await scorer.score([_request(prompt_text="p")] * 2)
+    assert results == ["result 0", "result 1"] and handle.calls == 2
+    assert len(pauses) == 1 and scorer.calls_resent == 1
+    handle, pauses = _DyingReplicas(deaths=1), []
+    results = await _scorer(handle, pauses).score(
+        [_request(prompt_text="p")], deadline=time.monotonic() + 0.05
+    )
+    assert results == ["result 0"] and pauses[0] <= 0.05
 
 
 # ------------------------------------------------------------------ coalescer

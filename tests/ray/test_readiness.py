@@ -1,6 +1,7 @@
 """``/readyz`` is 200 only when every deployment is ready: with the model deployment
 unable to place its replica (it asks for a resource no node has), the ingress runs,
-answers ``/healthz`` and rules, and ``/readyz`` says the model is loading."""
+answers ``/healthz``, rules and ``/v1/metrics/targets`` (its own endpoint), and
+``/readyz`` says the model is loading."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def test_readyz_waits_for_the_model_deployment(ray_cluster) -> None:
             "items": [{"completion": "{}", "ground_truth": {"type": "terminate"}}],
             "self_certainty_source": "none"})
         assert rules.status_code == 200 and rules.json()["results"][0]["format_ok"] is False
+        # Service discovery still lists what runs (the ingress), rather than failing
+        # because the model deployment has no replica to ask.
+        targets = httpx.get(url + "/v1/metrics/targets", headers=AUTH, timeout=30)
+        assert targets.status_code == 200, targets.text
+        assert [t["labels"]["deployment"] for t in targets.json()] == ["RewardIngress"]
         status = serve.status().applications[APP].deployments["CertaintyModel"]
         assert status.replica_states.get("RUNNING", 0) == 0
     finally:
