@@ -238,15 +238,23 @@ def deploy(server: ServerSettings, cluster: RaySettings, ready_timeout_s: float)
     return f"http://{host}:{server.port}{prefix}"
 
 
-def wait_ready(handle: Any, timeout_s: float) -> None:
-    """Until an ingress replica reports its model deployment ready."""
+def wait_ready(handle: Any, timeout_s: float, probe_timeout_s: float = 30.0) -> None:
+    """Until an ingress replica reports its model deployment ready, or ``LaunchError``.
+
+    Each probe waits at most ``probe_timeout_s`` and never past the deadline; a probe that
+    times out (a replica still busy starting) is asked again, not raised as a traceback.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        if handle.readiness.remote().result(timeout_s=30)["ready"]:
-            return
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise LaunchError(f"the model deployment was not ready after {timeout_s:g}s")
-        time.sleep(0.5)
+        try:
+            if handle.readiness.remote().result(timeout_s=min(probe_timeout_s, left))["ready"]:
+                return
+        except TimeoutError:
+            continue
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def wait_for_signal() -> int:

@@ -18,7 +18,7 @@ from reward_server.certainty.types import (
 )
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.coalesce import KeyedCoalescer
-from reward_server.ray_serve.launch import LaunchError, check_resources, parse_address
+from reward_server.ray_serve.launch import LaunchError, check_resources, parse_address, wait_ready
 from reward_server.ray_serve.routing import group_by_prompt, prompt_key
 from reward_server.ray_serve.settings import PROMPT_HASH_ROUTER, RaySettings, split_settings
 from reward_server.ray_serve.wire import ModelFailure
@@ -248,3 +248,37 @@ def test_resources_the_cluster_lacks_are_named_with_the_flag() -> None:
     check_resources(have, ServerSettings(model="none"), RaySettings(model_num_gpus=4), "x")
     with pytest.raises(LaunchError, match="--device cuda with --model-num-gpus 0"):
         check_resources(have, ServerSettings(device="cuda"), RaySettings(), "x")
+
+
+class _SlowReadiness:
+    """An ingress handle whose readiness probe times out ``stalls`` times (a replica busy
+    starting: a fault a real cluster does not stage on demand), then answers ``ready``."""
+
+    def __init__(self, stalls: int, ready: bool = True) -> None:
+        self.stalls, self.ready, self.timeouts = stalls, ready, []
+        self.readiness = self
+
+    def remote(self) -> _SlowReadiness:
+        return self
+
+    def result(self, timeout_s: float) -> dict:
+        self.timeouts.append(timeout_s)
+        if len(self.timeouts) <= self.stalls:
+            time.sleep(timeout_s)
+            raise TimeoutError(f"no answer within {timeout_s}s")
+        return {"ready": self.ready}
+
+
+def test_a_readiness_probe_that_times_out_is_asked_again() -> None:
+    handle = _SlowReadiness(stalls=2)
+    wait_ready(handle, timeout_s=30, probe_timeout_s=0.05)
+    assert handle.timeouts == [0.05, 0.05, 0.05]
+
+
+def test_readiness_that_never_comes_is_a_launch_error_within_the_deadline() -> None:
+    handle = _SlowReadiness(stalls=1_000)
+    with pytest.raises(LaunchError, match=r"not ready after 0\.3s"):
+        wait_ready(handle, timeout_s=0.3, probe_timeout_s=0.1)
+    # No probe waits past what is left of the deadline.
+    assert all(t <= 0.1 for t in handle.timeouts)
+    assert sum(handle.timeouts) <= 0.3 + 1e-9
