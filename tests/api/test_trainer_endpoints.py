@@ -124,6 +124,23 @@ def test_slime_remote_rm_sample(rules_server) -> None:
     assert "--label-key" in no_label.json()["error"]["message"]
 
 
+def test_a_bad_prompt_is_named_as_the_prompt_not_the_label(rules_server) -> None:
+    """The label is fine here: the error must send the user to the prompt they sent."""
+    message_with_parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    slime = httpx.post(rules_server.url + "/slime/reward",
+                       json={"prompt": message_with_parts, "response": ANSWER, "label": LABEL})
+    assert slime.status_code == 422
+    assert slime.json()["error"]["param"].startswith("prompt"), slime.json()
+    too_long = "x" * 1_048_577  # over the prompt limit of /v1/rewards
+    openrlhf = httpx.post(
+        rules_server.url + "/get_reward",
+        json={"query": [PROMPT + ANSWER, too_long + ANSWER], "prompts": [PROMPT, too_long],
+              "labels": [LABEL, LABEL]},
+    )
+    assert openrlhf.status_code == 422
+    assert openrlhf.json()["error"]["param"] == "prompts[1]", openrlhf.json()
+
+
 @pytest.mark.slow
 def test_a_model_that_failed_to_load_answers_503_with_the_error(tmp_path) -> None:
     """Waiting for readiness stops as soon as the load fails: the reply says why."""
