@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from reward_server import telemetry
 from reward_server.certainty.types import (
@@ -28,6 +29,10 @@ from reward_server.protocol import describe_validation_error
 from reward_server.service import CertaintyUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
+
+# nginx's "client closed request": the status the latency series records for a request
+# whose client went away before its body arrived. Nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -97,6 +102,10 @@ def response_for(exc: BaseException) -> JSONResponse:
     """Map an exception to its error response (500 for anything unexpected: a bug)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.kind, exc.message, exc.param, exc.retry_after)
+    if isinstance(exc, ClientDisconnect):
+        # The client hung up while sending its body: not a server bug, and not an answered
+        # error (nobody is left to receive one), so neither logged nor in reward_errors_total.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     if isinstance(exc, StarletteHTTPException):
         # FastAPI's own errors (e.g. a body json cannot decode: nesting past the recursion
         # limit, integers over 4,300 digits) in the one shape; its 400 is our 422.
@@ -131,5 +140,8 @@ def register_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return response_for(exc)
 
-    for cls in (ApiError, RequestValidationError, StarletteHTTPException, *_STATUS_OF, Exception):
+    # Every class but Exception is handled where it is raised; Exception (a bug) is answered
+    # by the outermost middleware, which then re-raises it for the server to log.
+    handled = (ApiError, RequestValidationError, StarletteHTTPException, ClientDisconnect)
+    for cls in (*handled, *_STATUS_OF, Exception):
         app.add_exception_handler(cls, handle)

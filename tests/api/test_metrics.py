@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -66,6 +67,36 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
         time.sleep(Telemetry.FLUSH_SECONDS / 5)
     assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="200") == 20
     assert items == 60
+
+
+def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> None:
+    """A client that goes away while sending its body is no bug of the server: no 500 in
+    the latency series, no internal_error, no error in the log."""
+    server = start_server()
+
+    def rewards_requests(text: str, status: str | None = None) -> float:
+        labels = {"route": "/v1/rewards", **({"status": status} if status else {})}
+        if status:
+            return sample(text, "reward_request_seconds_count", **labels)
+        return sum(sample(text, "reward_request_seconds_count", route="/v1/rewards", status=code)
+                   for code in set(re.findall(r'route="/v1/rewards",status="(\d+)"', text)))
+
+    before = httpx.get(server.url + "/metrics").text
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                     b"\r\ncontent-length: 1000\r\n\r\n{\"items\": [")
+    deadline = time.monotonic() + 30
+    while True:  # until the server has finished with the request
+        after = httpx.get(server.url + "/metrics").text
+        if rewards_requests(after) > rewards_requests(before) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rewards_requests(after) - rewards_requests(before) == 1
+    assert rewards_requests(after, "500") == rewards_requests(before, "500")
+    assert rewards_requests(after, "499") - rewards_requests(before, "499") == 1
+    assert sample(after, "reward_errors_total", kind="internal_error") == 0
+    assert "unhandled error" not in server.output()
+    assert "Exception in ASGI application" not in server.output()
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not "
