@@ -31,17 +31,20 @@ def context_of(request: Request) -> AppContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-def check_count(ctx: AppContext, count: int, param: str) -> None:
-    if count > ctx.settings.max_items:
-        raise PayloadTooLarge(f"{count} items > limit {ctx.settings.max_items}", param)
-    telemetry.child(telemetry.REQUEST_ITEMS, param).observe(count)
+def check_count(request: Request, count: int, param: str) -> None:
+    """Refuse more than ``--max-items`` items (413 naming ``param``); else record the count
+    under the request's route."""
+    limit = context_of(request).settings.max_items
+    if count > limit:
+        raise PayloadTooLarge(f"{count} items > limit {limit}", param)
+    telemetry.child(telemetry.REQUEST_ITEMS, request.scope["route"].path).observe(count)
 
 
 async def rewards(request: Request) -> Response:
     """Score a batch: every component of every item, in input order."""
     ctx = context_of(request)
     body = await validated_body(request, RewardRequest)
-    check_count(ctx, len(body.items), "items")
+    check_count(request, len(body.items), "items")
     scored = await ctx.service.score(body, ctx.deadline_from(request.headers))
     return Response(json_bytes(scored.as_wire()), media_type=JSON)
 
@@ -50,7 +53,7 @@ async def evaluate(request: Request) -> dict[str, Any]:
     """REWARD_CONTRACT.md §6 metrics (exact / type accuracy, macro-F1, per type)."""
     ctx = context_of(request)
     body = await validated_body(request, EvaluateRequest)
-    check_count(ctx, len(body.items), "items")
+    check_count(request, len(body.items), "items")
     metrics = await ctx.service.evaluate(body)
     return {"metrics": metrics.as_dict(), "config_hash": ctx.service.config.config_hash()}
 

@@ -125,7 +125,7 @@ async def openrlhf_reward(request: Request) -> dict[str, Any]:
     for name, values in (("prompts", prompts), ("labels", labels)):
         if len(values) != count:
             raise ApiError(f"{len(values)} {name} for {count} queries", name)
-    check_count(ctx, count, "query")
+    check_count(request, count, "query")
     items, truncated = [], []
     for index, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
         split = split_query(query, prompt)
@@ -160,6 +160,7 @@ async def slime_reward(request: Request) -> dict[str, Any]:
     ctx = context_of(request)
     deadline = ctx.deadline_from(request.headers)
     body = await validated_body(request, SlimeRequest)
+    check_count(request, 1, "response")
     item = _item(
         strip_end_markers(body.response), body.label, body.prompt, SLIME_FIELDS, SLIME_LABEL_HINT
     )

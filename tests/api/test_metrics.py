@@ -38,6 +38,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_report_components_failures_and_action_types(rules_server) -> None:
     before = httpx.get(rules_server.url + "/metrics").text
     httpx.post(rules_server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
+    httpx.post(rules_server.url + "/v1/evaluate", json={"items": ITEMS[:2]}).raise_for_status()
     after = httpx.get(rules_server.url + "/metrics").text
 
     def delta(name: str, **labels: str) -> float:
@@ -48,7 +49,11 @@ def test_metrics_report_components_failures_and_action_types(rules_server) -> No
     assert delta("reward_action_type_total", predicted="terminate", ground_truth="click") == 1
     assert delta("reward_action_type_total", predicted="invalid", ground_truth="click") == 1
     assert delta("reward_component_value_count", component="reward") == 3
-    assert delta("reward_request_items_count", route="items") == 1
+    # Items per request, by the route that scored them.
+    assert delta("reward_request_items_count", route="/v1/rewards") == 1
+    assert delta("reward_request_items_sum", route="/v1/rewards") == 3
+    assert delta("reward_request_items_count", route="/v1/evaluate") == 1
+    assert delta("reward_request_items_sum", route="/v1/evaluate") == 2
     assert "reward_in_flight_requests" in after
 
 

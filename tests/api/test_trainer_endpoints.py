@@ -4,6 +4,7 @@ drives these routes in ``tests/trainers``)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -86,6 +87,26 @@ def test_openrlhf_batch_and_empty_lists(rules_server) -> None:
                        json={"query": [], "prompts": [], "labels": []})
     assert empty.status_code == 200
     assert empty.json()["rewards"] == [] and empty.json()["scores"] == []
+
+
+def test_trainer_requests_are_counted_by_route(rules_server) -> None:
+    def items_metric(name: str, route: str) -> float:
+        text = httpx.get(rules_server.url + "/metrics").text
+        match = re.search(rf'^reward_request_items_{name}{{route="{re.escape(route)}"}} (\S+)$',
+                          text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    routes = ("/get_reward", "/slime/reward")
+    before = {(name, route): items_metric(name, route) for name in ("count", "sum")
+              for route in routes}
+    body = {"query": [PROMPT + ANSWER] * 2, "prompts": [PROMPT] * 2, "labels": [LABEL] * 2}
+    httpx.post(rules_server.url + "/get_reward", json=body).raise_for_status()
+    sample = {"prompt": PROMPT, "response": ANSWER, "label": LABEL}
+    httpx.post(rules_server.url + "/slime/reward", json=sample).raise_for_status()
+    after = {key: items_metric(*key) for key in before}
+    delta = {key: after[key] - before[key] for key in before}
+    assert delta == {("count", "/get_reward"): 1, ("sum", "/get_reward"): 2,
+                     ("count", "/slime/reward"): 1, ("sum", "/slime/reward"): 1}
 
 
 def test_openrlhf_mismatched_lengths_and_bad_labels_are_422(rules_server) -> None:
