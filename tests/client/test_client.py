@@ -170,6 +170,17 @@ def test_5xx_is_retried(staged_server, rules_server):
         client.score(items(1))
 
 
+def test_408_is_retried(staged_server, rules_server):
+    """408 (headers or body not received in time) is worth retrying: README's status table."""
+    staged = staged_server(
+        lambda seen: error_reply(408, "body stalled") if seen.number == 1 else None,
+        rules_server.url,
+    )
+    with RewardClient(staged.url, retry=FAST) as client:
+        assert client.score(items(2)).rewards == pytest.approx(expected(2))
+    assert len(staged.seen) == 2
+
+
 def test_no_retry_on_422(rules_server):
     before = request_count(rules_server.url, status="422")
     bad = [*items(600), ScoreItem(completion="{}", ground_truth={"type": "bogus"})]
