@@ -10,14 +10,22 @@ from reward_server import __version__, telemetry
 from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.context import AppContext
 from reward_server.api.errors import ApiError, Forbidden, NotReady, PayloadTooLarge
+from reward_server.config import MAX_COMPLETION_CHARS
 from reward_server.protocol import (
+    MAX_ID_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_MESSAGES,
+    MAX_TOKEN_IDS,
     ErrorResponse,
     EvaluateRequest,
     RewardRequest,
     RewardResponse,
 )
 from reward_server.results import json_bytes
-from reward_server.rewards.parsing import MAX_GROUND_TRUTH_FIELD_CHARS
+from reward_server.rewards.parsing import (
+    MAX_GROUND_TRUTH_FIELD_CHARS,
+    MAX_GROUND_TRUTH_JSON_CHARS,
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429, 503, 504)
@@ -91,7 +99,13 @@ async def config(request: Request) -> dict[str, Any]:
             "max_queue_items": settings.max_queue_items,
             "max_body_bytes": settings.max_body_bytes,
             "max_header_bytes": settings.max_header_bytes,
+            "max_completion_chars_ceiling": MAX_COMPLETION_CHARS,
             "max_ground_truth_field_chars": MAX_GROUND_TRUTH_FIELD_CHARS,
+            "max_ground_truth_json_chars": MAX_GROUND_TRUTH_JSON_CHARS,
+            "max_prompt_chars": MAX_PROMPT_CHARS,
+            "max_prompt_messages": MAX_PROMPT_MESSAGES,
+            "max_token_ids": MAX_TOKEN_IDS,
+            "max_id_chars": MAX_ID_CHARS,
             "default_timeout_seconds": settings.default_timeout_seconds,
             "header_timeout_seconds": settings.header_timeout_seconds,
             "body_timeout_seconds": settings.body_timeout_seconds,
