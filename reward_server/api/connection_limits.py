@@ -15,7 +15,8 @@ uvicorn's own ``HttpToolsProtocol`` with four limits added:
   apply back-pressure, does not count), else 408 and close.
 * **connection cap**: at ``max_connections`` open connections a new one evicts the
   oldest connection that is not in the middle of a request (waiting for headers, or
-  idle between requests); only when every connection is busy is the new one refused.
+  idle between requests); only when every connection is busy is the new one refused
+  (503 with Retry-After).
   Probes and real requests therefore get in while slow connections are shed.
 
 Timeouts are deadlines that one sweeper per event loop checks a few times a second (at
@@ -40,6 +41,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Shells and kernels default to 1,024 open files; leave room for the process's own.
 _MIN_CONNECTIONS = 16
+# Retry-After of a connection refused at the cap: the smallest hint, since a connection
+# frees as soon as any request in flight ends.
+CONNECTION_RETRY_AFTER = 1
 
 
 def default_max_connections() -> int:
@@ -72,9 +76,11 @@ def _error_response(status: int, reason: bytes, kind: str, message: str) -> byte
     body = json.dumps(
         {"error": {"message": message, "type": kind, "param": None, "code": status}}
     ).encode()
+    # A 503 is transient: say when to come back, as every other 503 of the service does.
+    retry_after = b"retry-after: %d\r\n" % CONNECTION_RETRY_AFTER if status == 503 else b""
     head = (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n" % (status, reason, len(body))
+        b"%sconnection: close\r\n\r\n" % (status, reason, len(body), retry_after)
     )
     return head + body
 

@@ -255,6 +255,32 @@ def test_slow_connections_are_shed_and_probes_still_answer(tmp_path):
         process.wait(30)
 
 
+def test_connection_cap_refusal_says_when_to_retry(start_server):
+    """With every allowed connection in a request, a new one is refused with 503: like
+    every 503 of the service it carries Retry-After, so a client knows to come back."""
+    server = start_server(max_connections=2)
+    head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 100\r\nexpect: 100-continue\r\n\r\n")
+    busy = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            busy.append(sock)
+            sock.settimeout(30)
+            sock.sendall(head)
+            # 100 Continue: the server has read the headers and the app waits for the body.
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+        with socket.create_connection(("127.0.0.1", server.port)) as extra:
+            extra.settimeout(30)
+            answer = extra.recv(65536)
+    finally:
+        for sock in busy:
+            sock.close()
+    head_lines = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert head_lines[0].startswith(b"http/1.1 503 "), answer[:300]
+    assert any(line.startswith(b"retry-after: ") for line in head_lines), answer[:300]
+
+
 def test_stalled_body_is_408(server):
     head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 1000\r\n\r\n{\"items\": [")
