@@ -10,6 +10,7 @@ or more model items than the scorer's queue can ever hold), 429 scorer queue ful
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -86,10 +87,11 @@ def error_response(
     message: str,
     param: str | None = None,
     retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The one error shape; every error path goes through here."""
     telemetry.ERRORS.labels(kind).inc()
-    headers = {}
+    headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if status == 401:
@@ -111,7 +113,9 @@ def response_for(exc: BaseException) -> JSONResponse:
         # limit, integers over 4,300 digits) in the one shape; its 400 is our 422.
         status = 422 if exc.status_code == 400 else exc.status_code
         kind = "invalid_request_error" if status == 422 else "http_error"
-        return error_response(status, kind, str(exc.detail), "body" if status == 422 else None)
+        param = "body" if status == 422 else None
+        # Its headers stay: a 405 must say which methods the route takes (Allow).
+        return error_response(status, kind, str(exc.detail), param, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
         errors = exc.errors()
         if errors and errors[0].get("type") == "too_long" and errors[0].get("loc", ())[-1:] in (

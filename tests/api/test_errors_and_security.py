@@ -50,6 +50,13 @@ def test_malformed_bodies_are_422(rules_server) -> None:
                  "config.similarity_threshold")
 
 
+def test_wrong_method_is_405_with_allow(rules_server) -> None:
+    """A 405 names the methods the route takes (Allow), as HTTP requires of it."""
+    response = httpx.get(rules_server.url + "/v1/rewards")
+    assert_error(response, 405)
+    assert response.headers.get("allow") == "POST"
+
+
 def test_model_source_without_model_is_422(rules_server) -> None:
     response = httpx.post(rules_server.url + "/v1/rewards",
                           json={"items": [ITEM], "self_certainty_source": "model"})
