@@ -34,10 +34,16 @@ class _StatusTrackingSend:
 
 
 class MetricsMiddleware:
-    """Latency by route template and status, and the in-flight gauge."""
+    """Latency by route template and status, and the in-flight gauge.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The router names the route it matched; a request refused before routing (401 from
+    auth, 413 from the body limit) is labelled with its path when that is one of
+    ``route_paths`` (the app's routes, none with path parameters), else ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, route_paths: Iterable[str] = ()) -> None:
         self.app = app
+        self.route_paths = frozenset(route_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,11 +56,14 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracked)
         finally:
             telemetry.IN_FLIGHT.dec()
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            label = getattr(scope.get("route"), "path", None) or self._unrouted_label(scope)
             status = str(tracked.status or 500)  # no answer at all counts as a failure
             latency = telemetry.child(telemetry.REQUEST_SECONDS, label, status)
             latency.observe(time.perf_counter() - started)
+
+    def _unrouted_label(self, scope: Scope) -> str:
+        path = _app_path(scope)
+        return path if path in self.route_paths else "unmatched"
 
 
 class CancelledRequestMiddleware:

@@ -74,6 +74,23 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
     assert items == 60
 
 
+def test_refusals_before_routing_are_counted_under_their_route(start_server) -> None:
+    """A wrong key (401) or a declared body over the limit (413) is refused by middleware
+    before the router runs; the latency series still names the route that was asked."""
+    server = start_server(api_key="s3cret", max_body_bytes=1000)
+    url = server.url + "/v1/rewards"
+    assert httpx.post(url, json={"items": []}).status_code == 401
+    too_big = httpx.post(url, content=b" " * 2000, headers={**server.headers,
+                                                           "content-type": "application/json"})
+    assert too_big.status_code == 413
+    assert httpx.get(server.url + "/no/such/route", headers=server.headers).status_code == 404
+    text = httpx.get(server.url + "/metrics").text
+    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="401") == 1
+    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="413") == 1
+    assert sample(text, "reward_request_seconds_count", route="unmatched", status="404") == 1
+    assert sample(text, "reward_request_seconds_count", route="unmatched", status="401") == 0
+
+
 def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> None:
     """A client that goes away while sending its body is no bug of the server: no 500 in
     the latency series, no internal_error, no error in the log."""
