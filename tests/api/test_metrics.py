@@ -48,7 +48,12 @@ def test_metrics_report_components_failures_and_action_types(rules_server) -> No
     assert delta("reward_format_failures_total", reason="not_json") == 1
     assert delta("reward_action_type_total", predicted="terminate", ground_truth="click") == 1
     assert delta("reward_action_type_total", predicted="invalid", ground_truth="click") == 1
-    assert delta("reward_component_value_count", component="reward") == 3
+    # Every item is in every component's series, a format failure with the zeros the API
+    # reports for it: the components' distributions add up to the reward's.
+    for component in ("format", "type", "attribute", "value", "reward"):
+        assert delta("reward_component_value_count", component=component) == 3, component
+    assert delta("reward_component_value_sum", component="format") == 1.0
+    assert delta("reward_component_value_bucket", component="format", le="0.0") == 1
     # Items per request, by the route that scored them.
     assert delta("reward_request_items_count", route="/v1/rewards") == 1
     assert delta("reward_request_items_sum", route="/v1/rewards") == 3
