@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reward_server import telemetry
@@ -37,13 +38,14 @@ class MetricsMiddleware:
     """Latency by route template and status, and the in-flight gauge.
 
     The router names the route it matched; a request refused before routing (401 from
-    auth, 413 from the body limit) is labelled with its path when that is one of
-    ``route_paths`` (the app's routes, none with path parameters), else ``unmatched``.
+    auth, 413 from the body limit) is labelled with its path when that is the path of one
+    of ``routes`` (the app's, read when needed: routes added later count; none has path
+    parameters), else ``unmatched``.
     """
 
-    def __init__(self, app: ASGIApp, route_paths: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
-        self.route_paths = frozenset(route_paths)
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,7 +65,8 @@ class MetricsMiddleware:
 
     def _unrouted_label(self, scope: Scope) -> str:
         path = _app_path(scope)
-        return path if path in self.route_paths else "unmatched"
+        known = any(getattr(route, "path", None) == path for route in self.routes)
+        return path if known else "unmatched"
 
 
 class CancelledRequestMiddleware:
