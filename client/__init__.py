@@ -3,7 +3,7 @@
 ``RewardClient`` (blocking) and ``AsyncRewardClient`` (asyncio) score batches through
 ``POST /v1/rewards`` with round-robin and failover over several base URLs, bounded
 concurrency, a deadline per call (also sent as ``X-Request-Timeout``), retries with capped
-full-jitter backoff on transport errors, 5xx and 429 only (honouring ``Retry-After``),
+full-jitter backoff on transport errors, 408, 429 and 5xx only (honouring ``Retry-After``),
 chunking of large batches with order kept, and checks that every reply lines up with its
 request. Errors form a small tree under :class:`RewardClientError`; each says what to do.
 """

@@ -158,6 +158,18 @@ class CallState:
             )
             self._retry_later(url, error, retry_after)
             return None
+        if status == 408:
+            # The server timed out waiting for this request's headers or body (a slow or
+            # stalled link): the same request on a fresh connection can succeed.
+            self._retry_later(
+                url,
+                TransportError(
+                    f"{url} answered 408 ({message}): the request did not arrive in time",
+                    url=url,
+                    attempts=self.attempts,
+                ),
+            )
+            return None
         if status == 504:
             if self.deadline.remaining() <= 0.05:
                 raise self.deadline_error(f"the server gave up: {message}")

@@ -3,12 +3,12 @@
 ::
 
     RewardClientError
-    ├── BadRequestError          4xx: the request is wrong; never retried (carries ``param``)
+    ├── BadRequestError          4xx but 408/429: the request is wrong; never retried
     │   ├── AuthenticationError  401: missing or wrong API key
     │   └── PayloadTooLargeError 413: a chunk is over the server's limit
     ├── OverloadedError          429 / 503 after every retry (carries ``retry_after``)
     ├── ServerError              5xx after every retry
-    ├── TransportError           connection refused / reset / read timeout after every retry
+    ├── TransportError           refused / reset / timed out, or 408, after every retry
     ├── DeadlineExceededError    the call's deadline passed (client side or server 504)
     └── ResponseMismatchError    the reply does not line up with the request (count, index, id)
 """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 class RetryPolicy:
     """Which failures are retried and how long to wait between attempts.
 
-    Retried: transport errors, 5xx and 429 (never another 4xx). The wait before retry
+    Retried: transport errors, 408, 429 and 5xx (never another 4xx). The wait before retry
     ``n`` (1-based) is full jitter, ``uniform(0, min(max_backoff, base_backoff * 2**(n-1)))``,
     and never less than the server's ``Retry-After`` (itself capped by ``max_retry_after``).
     A retry that would start after the call's deadline is not made.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import httpx
@@ -25,6 +25,13 @@ from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
 __all__ = ["DEFAULT_URL", "RewardClient"]
+
+
+class _Abandoned(Exception):
+    """Another chunk of the same call failed for good: this chunk's answer is not needed."""
+
+
+_NEVER = threading.Event()  # the stop signal of a call that is not split into chunks
 
 
 class RewardClient(BaseRewardClient):
@@ -59,9 +66,11 @@ class RewardClient(BaseRewardClient):
         if plan is None:
             return self._empty_batch()
 
+        stop = threading.Event()
+
         def run(chunk: Chunk) -> Any:
             url, payload = self._request(
-                "POST", REWARDS_PATH, plan.body(chunk), plan.deadline, chunk.start
+                "POST", REWARDS_PATH, plan.body(chunk), plan.deadline, chunk.start, stop
             )
             return parse_chunk(chunk, payload, url)
 
@@ -71,8 +80,14 @@ class RewardClient(BaseRewardClient):
         with ThreadPoolExecutor(workers, thread_name_prefix="reward-client") as executor:
             futures = [executor.submit(run, chunk) for chunk in plan.chunks]
             try:
+                for future in as_completed(futures):
+                    future.result()  # the first chunk to fail, whichever it is, raises here
                 return assemble([future.result() for future in futures])
-            finally:  # one chunk failed: do not start the chunks still queued
+            finally:
+                # One chunk failed: start none of those still queued, and stop the running
+                # ones' retries, as the asyncio client cancels its tasks; leaving the pool
+                # waits only for requests already on the wire.
+                stop.set()
                 for future in futures:
                     future.cancel()
 
@@ -118,13 +133,14 @@ class RewardClient(BaseRewardClient):
 
     # -- one call with retries ------------------------------------------------------------
     def _request(
-        self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0
+        self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0,
+        stop: threading.Event = _NEVER,
     ) -> tuple[str, Any]:
         call = self._call(deadline, offset)
         while True:
             url, wait = call.plan()
-            if wait > 0:
-                time.sleep(wait)
+            if stop.wait(wait) if wait > 0 else stop.is_set():
+                raise _Abandoned
             if not self._slots.acquire(timeout=max(0.0, deadline.remaining())):
                 raise call.deadline_error("every connection slot stayed busy")
             if deadline.expired():

@@ -203,7 +203,8 @@ class ServerSettings(BaseSettings):
         10.0, gt=0, description="a connection must send its request headers within this"
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, description="longest pause while a request body is being received"
+        30.0, gt=0,
+        description="longest pause while a request body is received or an answer is read",
     )
     keep_alive_seconds: int = Field(5, ge=1, description="idle keep-alive connections close")
     max_connections: int | None = Field(

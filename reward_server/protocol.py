@@ -59,11 +59,15 @@ MAX_PROMPT_CHARS = 1_048_576
 MAX_PROMPT_MESSAGES = 1024
 
 
+def _prompt_length_of(length: int) -> None:
+    if length > MAX_PROMPT_CHARS:
+        raise ValueError(f"{length} characters > limit {MAX_PROMPT_CHARS}")
+
+
 def _prompt_length(text: str) -> str:
     # Not Field(max_length=...): a length constraint makes pydantic-core convert the string
     # to UTF-8 first, which refuses a lone surrogate; the scorer reports that per item.
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ValueError(f"{len(text)} characters > limit {MAX_PROMPT_CHARS}")
+    _prompt_length_of(len(text))
     return text
 
 
@@ -83,6 +87,17 @@ class ActionModel(_Strict):
 class ChatMessage(_Strict):
     role: Annotated[str, Field(min_length=1, max_length=64)]
     content: PromptText
+
+
+def _messages_length(messages: list[ChatMessage]) -> list[ChatMessage]:
+    # The prompt limit holds for the conversation as a whole, as for a templated text.
+    _prompt_length_of(sum(len(message.content) for message in messages))
+    return messages
+
+
+PromptMessages = Annotated[
+    list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES), AfterValidator(_messages_length)
+]
 
 
 def _overrides_model() -> type[BaseModel]:
@@ -132,9 +147,7 @@ class _LabelledCompletion(_Strict):
 class RewardItem(_LabelledCompletion):
     """One completion and its ground truth (REWARD_CONTRACT.md §1)."""
 
-    prompt: (
-        PromptText | Annotated[list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES)] | None
-    ) = Field(
+    prompt: PromptText | PromptMessages | None = Field(
         None, description="templated prompt text, or chat messages (the model's template is used)"
     )
     prompt_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None

@@ -151,10 +151,12 @@ class Telemetry:
                 pending.type_pairs["invalid", truth.type] += 1
             else:
                 pending.type_pairs[breakdown.action_type, truth.type] += 1  # type: ignore[index]
-                formats.append(breakdown.format)
-                types.append(breakdown.type)
-                attributes.append(breakdown.attribute)
-                values.append(breakdown.value)
+            # Every item, a format failure with its zeros: the components' series describe
+            # the same items as the reward's (a failure rate shows in the format series).
+            formats.append(breakdown.format)
+            types.append(breakdown.type)
+            attributes.append(breakdown.attribute)
+            values.append(breakdown.value)
             rewards.append(breakdown.reward)
             scores.append(breakdown.score)
             certainty = breakdown.self_certainty

@@ -94,7 +94,7 @@ def create_app(
             BearerAuthMiddleware, api_key=settings.api_key, public_paths=PUBLIC_PATHS
         )
     app.add_middleware(CancelledRequestMiddleware)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware, routes=app.router.routes)
     return app
 
 

@@ -12,10 +12,14 @@ uvicorn's own ``HttpToolsProtocol`` with four limits added:
   its headers must be complete within ``header_timeout`` seconds, else 408 and close.
 * **body timeout**: while a request body is being received, no pause between two pieces
   of it may last ``body_timeout`` seconds (time the server itself stopped reading, to
-  apply back-pressure, does not count), else 408 and close.
+  apply back-pressure, does not count), else 408 and close. The same bound holds for the
+  other direction: a connection with answer bytes still unsent that the client has read
+  none of for ``body_timeout`` seconds is dropped (aborted: closing it gracefully would
+  wait for that client forever, holding its socket and its unsent answer).
 * **connection cap**: at ``max_connections`` open connections a new one evicts the
   oldest connection that is not in the middle of a request (waiting for headers, or
-  idle between requests); only when every connection is busy is the new one refused.
+  idle between requests; one with unsent bytes is aborted, not closed, so that it goes);
+  only when every connection is busy is the new one refused (503 with Retry-After).
   Probes and real requests therefore get in while slow connections are shed.
 
 Timeouts are deadlines that one sweeper per event loop checks a few times a second (at
@@ -40,6 +44,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Shells and kernels default to 1,024 open files; leave room for the process's own.
 _MIN_CONNECTIONS = 16
+# Retry-After of a connection refused at the cap: the smallest hint, since a connection
+# frees as soon as any request in flight ends.
+CONNECTION_RETRY_AFTER = 1
 
 
 def default_max_connections() -> int:
@@ -72,9 +79,11 @@ def _error_response(status: int, reason: bytes, kind: str, message: str) -> byte
     body = json.dumps(
         {"error": {"message": message, "type": kind, "param": None, "code": status}}
     ).encode()
+    # A 503 is transient: say when to come back, as every other 503 of the service does.
+    retry_after = b"retry-after: %d\r\n" % CONNECTION_RETRY_AFTER if status == 503 else b""
     head = (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n" % (status, reason, len(body))
+        b"%sconnection: close\r\n\r\n" % (status, reason, len(body), retry_after)
     )
     return head + body
 
@@ -90,6 +99,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._raw_header_bytes = 0
         self._header_overflow = False
         self._deadline: float | None = None  # of the headers while awaiting_headers, else the body
+        # (bytes waiting to be sent, when the client last took some) while any are waiting
+        self._unsent: tuple[int, float] | None = None
 
     # -- connection ----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -110,7 +121,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not idle:
             return False
         oldest = min(idle, key=lambda protocol: protocol.idle_since)
-        oldest.transport.close()
+        _drop(oldest.transport)
         return True
 
     # -- deadlines ------------------------------------------------------------------------
@@ -123,6 +134,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def check_deadline(self, now: float) -> None:
         """Act on a passed deadline (called by the sweeper)."""
+        if self._client_stopped_reading(now):
+            self.transport.abort()
+            return
         if self._deadline is None or now < self._deadline or self.transport.is_closing():
             return
         if self.awaiting_headers:
@@ -138,6 +152,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                              f"request body stalled for {self.limits.body_timeout:g} s")
             else:
                 self.transport.close()
+
+    def _client_stopped_reading(self, now: float) -> bool:
+        """Whether bytes have been waiting to be sent, none of them taken by the client, for
+        ``body_timeout`` seconds (also on a connection already closing: a graceful close
+        waits for them)."""
+        unsent = self.transport.get_write_buffer_size()
+        if not unsent:
+            self._unsent = None
+            return False
+        if self._unsent is None or unsent < self._unsent[0]:  # the client took some
+            self._unsent = (unsent, now)
+            return False
+        self._unsent = (unsent, self._unsent[1])
+        return now - self._unsent[1] >= self.limits.body_timeout
 
     def _reject(self, status: int, reason: bytes, kind: str, message: str) -> None:
         if self.transport.is_closing():
@@ -198,6 +226,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
         self._deadline = self.idle_since + self.limits.header_timeout
+
+
+def _drop(transport: Any) -> None:
+    """Close ``transport`` now: gracefully when nothing is left to send, else by abort (a
+    graceful close would wait for the client to read what is left)."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
 
 
 class _Sweeper:

@@ -10,12 +10,14 @@ or more model items than the scorer's queue can ever hold), 429 scorer queue ful
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from reward_server import telemetry
 from reward_server.certainty.types import (
@@ -28,6 +30,10 @@ from reward_server.protocol import describe_validation_error
 from reward_server.service import CertaintyUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
+
+# nginx's "client closed request": the status the latency series records for a request
+# whose client went away before its body arrived. Nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -81,10 +87,11 @@ def error_response(
     message: str,
     param: str | None = None,
     retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The one error shape; every error path goes through here."""
     telemetry.ERRORS.labels(kind).inc()
-    headers = {}
+    headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if status == 401:
@@ -97,12 +104,18 @@ def response_for(exc: BaseException) -> JSONResponse:
     """Map an exception to its error response (500 for anything unexpected: a bug)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.kind, exc.message, exc.param, exc.retry_after)
+    if isinstance(exc, ClientDisconnect):
+        # The client hung up while sending its body: not a server bug, and not an answered
+        # error (nobody is left to receive one), so neither logged nor in reward_errors_total.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     if isinstance(exc, StarletteHTTPException):
         # FastAPI's own errors (e.g. a body json cannot decode: nesting past the recursion
         # limit, integers over 4,300 digits) in the one shape; its 400 is our 422.
         status = 422 if exc.status_code == 400 else exc.status_code
         kind = "invalid_request_error" if status == 422 else "http_error"
-        return error_response(status, kind, str(exc.detail), "body" if status == 422 else None)
+        param = "body" if status == 422 else None
+        # Its headers stay: a 405 must say which methods the route takes (Allow).
+        return error_response(status, kind, str(exc.detail), param, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
         errors = exc.errors()
         if errors and errors[0].get("type") == "too_long" and errors[0].get("loc", ())[-1:] in (
@@ -131,5 +144,8 @@ def register_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         return response_for(exc)
 
-    for cls in (ApiError, RequestValidationError, StarletteHTTPException, *_STATUS_OF, Exception):
+    # Every class but Exception is handled where it is raised; Exception (a bug) is answered
+    # by the outermost middleware, which then re-raises it for the server to log.
+    handled = (ApiError, RequestValidationError, StarletteHTTPException, ClientDisconnect)
+    for cls in (*handled, *_STATUS_OF, Exception):
         app.add_exception_handler(cls, handle)

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reward_server import telemetry
@@ -34,10 +35,17 @@ class _StatusTrackingSend:
 
 
 class MetricsMiddleware:
-    """Latency by route template and status, and the in-flight gauge."""
+    """Latency by route template and status, and the in-flight gauge.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The router names the route it matched; a request refused before routing (401 from
+    auth, 413 from the body limit) is labelled with its path when that is the path of one
+    of ``routes`` (the app's, read when needed: routes added later count; none has path
+    parameters), else ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,11 +58,15 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracked)
         finally:
             telemetry.IN_FLIGHT.dec()
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
+            label = getattr(scope.get("route"), "path", None) or self._unrouted_label(scope)
             status = str(tracked.status or 500)  # no answer at all counts as a failure
             latency = telemetry.child(telemetry.REQUEST_SECONDS, label, status)
             latency.observe(time.perf_counter() - started)
+
+    def _unrouted_label(self, scope: Scope) -> str:
+        path = _app_path(scope)
+        known = any(getattr(route, "path", None) == path for route in self.routes)
+        return path if known else "unmatched"
 
 
 class CancelledRequestMiddleware:

@@ -10,14 +10,22 @@ from reward_server import __version__, telemetry
 from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.context import AppContext
 from reward_server.api.errors import ApiError, Forbidden, NotReady, PayloadTooLarge
+from reward_server.config import MAX_COMPLETION_CHARS
 from reward_server.protocol import (
+    MAX_ID_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_MESSAGES,
+    MAX_TOKEN_IDS,
     ErrorResponse,
     EvaluateRequest,
     RewardRequest,
     RewardResponse,
 )
 from reward_server.results import json_bytes
-from reward_server.rewards.parsing import MAX_GROUND_TRUTH_FIELD_CHARS
+from reward_server.rewards.parsing import (
+    MAX_GROUND_TRUTH_FIELD_CHARS,
+    MAX_GROUND_TRUTH_JSON_CHARS,
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (401, 403, 413, 422, 429, 503, 504)
@@ -31,17 +39,20 @@ def context_of(request: Request) -> AppContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-def check_count(ctx: AppContext, count: int, param: str) -> None:
-    if count > ctx.settings.max_items:
-        raise PayloadTooLarge(f"{count} items > limit {ctx.settings.max_items}", param)
-    telemetry.child(telemetry.REQUEST_ITEMS, param).observe(count)
+def check_count(request: Request, count: int, param: str) -> None:
+    """Refuse more than ``--max-items`` items (413 naming ``param``); else record the count
+    under the request's route."""
+    limit = context_of(request).settings.max_items
+    if count > limit:
+        raise PayloadTooLarge(f"{count} items > limit {limit}", param)
+    telemetry.child(telemetry.REQUEST_ITEMS, request.scope["route"].path).observe(count)
 
 
 async def rewards(request: Request) -> Response:
     """Score a batch: every component of every item, in input order."""
     ctx = context_of(request)
     body = await validated_body(request, RewardRequest)
-    check_count(ctx, len(body.items), "items")
+    check_count(request, len(body.items), "items")
     scored = await ctx.service.score(body, ctx.deadline_from(request.headers))
     return Response(json_bytes(scored.as_wire()), media_type=JSON)
 
@@ -50,7 +61,7 @@ async def evaluate(request: Request) -> dict[str, Any]:
     """REWARD_CONTRACT.md §6 metrics (exact / type accuracy, macro-F1, per type)."""
     ctx = context_of(request)
     body = await validated_body(request, EvaluateRequest)
-    check_count(ctx, len(body.items), "items")
+    check_count(request, len(body.items), "items")
     metrics = await ctx.service.evaluate(body)
     return {"metrics": metrics.as_dict(), "config_hash": ctx.service.config.config_hash()}
 
@@ -88,7 +99,13 @@ async def config(request: Request) -> dict[str, Any]:
             "max_queue_items": settings.max_queue_items,
             "max_body_bytes": settings.max_body_bytes,
             "max_header_bytes": settings.max_header_bytes,
+            "max_completion_chars_ceiling": MAX_COMPLETION_CHARS,
             "max_ground_truth_field_chars": MAX_GROUND_TRUTH_FIELD_CHARS,
+            "max_ground_truth_json_chars": MAX_GROUND_TRUTH_JSON_CHARS,
+            "max_prompt_chars": MAX_PROMPT_CHARS,
+            "max_prompt_messages": MAX_PROMPT_MESSAGES,
+            "max_token_ids": MAX_TOKEN_IDS,
+            "max_id_chars": MAX_ID_CHARS,
             "default_timeout_seconds": settings.default_timeout_seconds,
             "header_timeout_seconds": settings.header_timeout_seconds,
             "body_timeout_seconds": settings.body_timeout_seconds,

@@ -11,7 +11,7 @@ during start-up would lose every reward of the first steps. A load that failed a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
@@ -47,18 +47,37 @@ PROMPT_TRUNCATED_DETAIL = (
 )
 
 
+class TrainerFields(NamedTuple):
+    """How one sample's fields are named in a trainer's body (``labels[3]``, ``label``)."""
+
+    completion: str
+    label: str
+    prompt: str
+
+    def param(self, field: str) -> str:
+        """The trainer's name of a :class:`RewardItem` field path: ``ground_truth.name``
+        becomes ``labels[3].name``, ``prompt[0].content`` becomes ``prompts[3][0].content``."""
+        for ours, theirs in (
+            ("ground_truth", self.label), ("prompt", self.prompt), ("completion", self.completion)
+        ):
+            if field == ours or field.startswith((ours + ".", ours + "[")):
+                return theirs + field.removeprefix(ours)
+        return field
+
+
+SLIME_FIELDS = TrainerFields("response", "label", "prompt")
+
+
 def _item(
-    completion: str, label: Any, prompt: Any, param: str, label_hint: str
+    completion: str, label: Any, prompt: Any, fields: TrainerFields, label_hint: str
 ) -> RewardItem:
     if label is None or label == "":
-        raise ApiError(f"{param} is empty: {label_hint}", param)
+        raise ApiError(f"{fields.label} is empty: {label_hint}", fields.label)
     try:
         return RewardItem(completion=completion, ground_truth=label, prompt=prompt)
     except ValidationError as exc:
         field, message = describe_validation_error(exc.errors()[0])
-        # The label is the ground truth: "ground_truth.name" becomes "labels[i].name".
-        suffix = field.removeprefix("ground_truth")
-        raise ApiError(message, param + suffix if suffix != field else param) from None
+        raise ApiError(message, fields.param(field)) from None
 
 
 def _mark_truncated(result: ItemResult) -> ItemResult:
@@ -106,7 +125,7 @@ async def openrlhf_reward(request: Request) -> dict[str, Any]:
     for name, values in (("prompts", prompts), ("labels", labels)):
         if len(values) != count:
             raise ApiError(f"{len(values)} {name} for {count} queries", name)
-    check_count(ctx, count, "query")
+    check_count(request, count, "query")
     items, truncated = [], []
     for index, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
         split = split_query(query, prompt)
@@ -117,9 +136,8 @@ async def openrlhf_reward(request: Request) -> dict[str, Any]:
                 f"query[{index}]",
             )
         response = strip_end_markers(split.response)
-        items.append(
-            _item(response, label, split.prompt or None, f"labels[{index}]", OPENRLHF_LABEL_HINT)
-        )
+        fields = TrainerFields(f"query[{index}]", f"labels[{index}]", f"prompts[{index}]")
+        items.append(_item(response, label, split.prompt or None, fields, OPENRLHF_LABEL_HINT))
         truncated.append(split.truncated)
     await ctx.wait_ready(deadline)
     scored = await ctx.service.score(RewardRequest(items=items), deadline)
@@ -142,8 +160,9 @@ async def slime_reward(request: Request) -> dict[str, Any]:
     ctx = context_of(request)
     deadline = ctx.deadline_from(request.headers)
     body = await validated_body(request, SlimeRequest)
+    check_count(request, 1, "response")
     item = _item(
-        strip_end_markers(body.response), body.label, body.prompt, "label", SLIME_LABEL_HINT
+        strip_end_markers(body.response), body.label, body.prompt, SLIME_FIELDS, SLIME_LABEL_HINT
     )
     await ctx.wait_ready(deadline)
     scored = await ctx.service.score(RewardRequest(items=[item]), deadline)

@@ -50,6 +50,13 @@ def test_malformed_bodies_are_422(rules_server) -> None:
                  "config.similarity_threshold")
 
 
+def test_wrong_method_is_405_with_allow(rules_server) -> None:
+    """A 405 names the methods the route takes (Allow), as HTTP requires of it."""
+    response = httpx.get(rules_server.url + "/v1/rewards")
+    assert_error(response, 405)
+    assert response.headers.get("allow") == "POST"
+
+
 def test_model_source_without_model_is_422(rules_server) -> None:
     response = httpx.post(rules_server.url + "/v1/rewards",
                           json={"items": [ITEM], "self_certainty_source": "model"})
@@ -139,6 +146,48 @@ def test_per_field_limits_name_the_field(rules_server) -> None:
         assert_error(response, 422, param)
     fine = httpx.post(url, json={"items": [{**ITEM, "id": "x" * 256, "prompt": "p" * 1024}]})
     assert fine.status_code == 200 and fine.json()["results"][0]["id"] == "x" * 256
+
+
+def test_config_lists_the_per_item_limits_that_are_enforced(rules_server) -> None:
+    """Each per-item limit GET /v1/config reports is the one applied: at the limit is
+    scored, one past it is a 422 naming the field."""
+    limits = httpx.get(rules_server.url + "/v1/config").json()["limits"]
+    prompt, ids, id_chars = (limits[name] for name in
+                             ("max_prompt_chars", "max_token_ids", "max_id_chars"))
+    name_chars = limits["max_ground_truth_field_chars"]
+    json_chars = limits["max_ground_truth_json_chars"]
+    half = prompt // 2
+
+    def messages(extra: int) -> list[dict]:  # the limit holds for all contents together
+        return [{"role": "system", "content": "s" * half},
+                {"role": "user", "content": "u" * (prompt - half + extra)}]
+
+    def truth_json(extra: int) -> str:
+        text = json.dumps({"type": "click", "name": "buy"})
+        return text + " " * (json_chars - len(text) + extra)
+
+    def click(chars: int) -> dict:
+        return {"type": "click", "name": "n" * chars}
+
+    for field, at_limit, over in [
+        ("id", {"id": "i" * id_chars}, {"id": "i" * (id_chars + 1)}),
+        ("prompt", {"prompt": "p" * prompt}, {"prompt": "p" * (prompt + 1)}),
+        ("prompt", {"prompt": messages(0)}, {"prompt": messages(1)}),
+        ("prompt_ids", {"prompt_ids": [1] * ids}, {"prompt_ids": [1] * (ids + 1)}),
+        ("completion_ids", {"completion_ids": [1] * ids}, {"completion_ids": [1] * (ids + 1)}),
+        ("ground_truth", {"ground_truth": truth_json(0)}, {"ground_truth": truth_json(1)}),
+        ("ground_truth.name", {"ground_truth": click(name_chars)},
+         {"ground_truth": click(name_chars + 1)}),
+    ]:
+        fine = httpx.post(rules_server.url + "/v1/rewards", json={"items": [{**ITEM, **at_limit}]})
+        assert fine.status_code == 200, (field, fine.text[:300])
+        refused = httpx.post(rules_server.url + "/v1/rewards", json={"items": [{**ITEM, **over}]})
+        assert_error(refused, 422, f"items[0].{field}")
+    ceiling = limits["max_completion_chars_ceiling"]
+    for value, status in ((ceiling, 200), (ceiling + 1, 422)):
+        reply = httpx.post(rules_server.url + "/v1/rewards",
+                           json={"items": [ITEM], "config": {"max_completion_chars": value}})
+        assert reply.status_code == status, reply.text[:300]
 
 
 def test_key_file_and_loopback_rules(tmp_path, monkeypatch) -> None:

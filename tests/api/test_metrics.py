@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_report_components_failures_and_action_types(rules_server) -> None:
     before = httpx.get(rules_server.url + "/metrics").text
     httpx.post(rules_server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
+    httpx.post(rules_server.url + "/v1/evaluate", json={"items": ITEMS[:2]}).raise_for_status()
     after = httpx.get(rules_server.url + "/metrics").text
 
     def delta(name: str, **labels: str) -> float:
@@ -46,8 +48,17 @@ def test_metrics_report_components_failures_and_action_types(rules_server) -> No
     assert delta("reward_format_failures_total", reason="not_json") == 1
     assert delta("reward_action_type_total", predicted="terminate", ground_truth="click") == 1
     assert delta("reward_action_type_total", predicted="invalid", ground_truth="click") == 1
-    assert delta("reward_component_value_count", component="reward") == 3
-    assert delta("reward_request_items_count", route="items") == 1
+    # Every item is in every component's series, a format failure with the zeros the API
+    # reports for it: the components' distributions add up to the reward's.
+    for component in ("format", "type", "attribute", "value", "reward"):
+        assert delta("reward_component_value_count", component=component) == 3, component
+    assert delta("reward_component_value_sum", component="format") == 1.0
+    assert delta("reward_component_value_bucket", component="format", le="0.0") == 1
+    # Items per request, by the route that scored them.
+    assert delta("reward_request_items_count", route="/v1/rewards") == 1
+    assert delta("reward_request_items_sum", route="/v1/rewards") == 3
+    assert delta("reward_request_items_count", route="/v1/evaluate") == 1
+    assert delta("reward_request_items_sum", route="/v1/evaluate") == 2
     assert "reward_in_flight_requests" in after
 
 
@@ -66,6 +77,53 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
         time.sleep(Telemetry.FLUSH_SECONDS / 5)
     assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="200") == 20
     assert items == 60
+
+
+def test_refusals_before_routing_are_counted_under_their_route(start_server) -> None:
+    """A wrong key (401) or a declared body over the limit (413) is refused by middleware
+    before the router runs; the latency series still names the route that was asked."""
+    server = start_server(api_key="s3cret", max_body_bytes=1000)
+    url = server.url + "/v1/rewards"
+    assert httpx.post(url, json={"items": []}).status_code == 401
+    too_big = httpx.post(url, content=b" " * 2000, headers={**server.headers,
+                                                           "content-type": "application/json"})
+    assert too_big.status_code == 413
+    assert httpx.get(server.url + "/no/such/route", headers=server.headers).status_code == 404
+    text = httpx.get(server.url + "/metrics").text
+    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="401") == 1
+    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="413") == 1
+    assert sample(text, "reward_request_seconds_count", route="unmatched", status="404") == 1
+    assert sample(text, "reward_request_seconds_count", route="unmatched", status="401") == 0
+
+
+def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> None:
+    """A client that goes away while sending its body is no bug of the server: no 500 in
+    the latency series, no internal_error, no error in the log."""
+    server = start_server()
+
+    def rewards_requests(text: str, status: str | None = None) -> float:
+        labels = {"route": "/v1/rewards", **({"status": status} if status else {})}
+        if status:
+            return sample(text, "reward_request_seconds_count", **labels)
+        return sum(sample(text, "reward_request_seconds_count", route="/v1/rewards", status=code)
+                   for code in set(re.findall(r'route="/v1/rewards",status="(\d+)"', text)))
+
+    before = httpx.get(server.url + "/metrics").text
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                     b"\r\ncontent-length: 1000\r\n\r\n{\"items\": [")
+    deadline = time.monotonic() + 30
+    while True:  # until the server has finished with the request
+        after = httpx.get(server.url + "/metrics").text
+        if rewards_requests(after) > rewards_requests(before) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rewards_requests(after) - rewards_requests(before) == 1
+    assert rewards_requests(after, "500") == rewards_requests(before, "500")
+    assert rewards_requests(after, "499") - rewards_requests(before, "499") == 1
+    assert sample(after, "reward_errors_total", kind="internal_error") == 0
+    assert "unhandled error" not in server.output()
+    assert "Exception in ASGI application" not in server.output()
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not "

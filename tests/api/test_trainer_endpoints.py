@@ -4,6 +4,7 @@ drives these routes in ``tests/trainers``)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -88,6 +89,26 @@ def test_openrlhf_batch_and_empty_lists(rules_server) -> None:
     assert empty.json()["rewards"] == [] and empty.json()["scores"] == []
 
 
+def test_trainer_requests_are_counted_by_route(rules_server) -> None:
+    def items_metric(name: str, route: str) -> float:
+        text = httpx.get(rules_server.url + "/metrics").text
+        match = re.search(rf'^reward_request_items_{name}{{route="{re.escape(route)}"}} (\S+)$',
+                          text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    routes = ("/get_reward", "/slime/reward")
+    before = {(name, route): items_metric(name, route) for name in ("count", "sum")
+              for route in routes}
+    body = {"query": [PROMPT + ANSWER] * 2, "prompts": [PROMPT] * 2, "labels": [LABEL] * 2}
+    httpx.post(rules_server.url + "/get_reward", json=body).raise_for_status()
+    sample = {"prompt": PROMPT, "response": ANSWER, "label": LABEL}
+    httpx.post(rules_server.url + "/slime/reward", json=sample).raise_for_status()
+    after = {key: items_metric(*key) for key in before}
+    delta = {key: after[key] - before[key] for key in before}
+    assert delta == {("count", "/get_reward"): 1, ("sum", "/get_reward"): 2,
+                     ("count", "/slime/reward"): 1, ("sum", "/slime/reward"): 1}
+
+
 def test_openrlhf_mismatched_lengths_and_bad_labels_are_422(rules_server) -> None:
     short = httpx.post(rules_server.url + "/get_reward",
                        json={"query": [PROMPT + ANSWER], "prompts": [], "labels": [LABEL]})
@@ -122,6 +143,23 @@ def test_slime_remote_rm_sample(rules_server) -> None:
                           json={"prompt": PROMPT, "response": ANSWER, "label": None})
     assert no_label.status_code == 422 and no_label.json()["error"]["param"] == "label"
     assert "--label-key" in no_label.json()["error"]["message"]
+
+
+def test_a_bad_prompt_is_named_as_the_prompt_not_the_label(rules_server) -> None:
+    """The label is fine here: the error must send the user to the prompt they sent."""
+    message_with_parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    slime = httpx.post(rules_server.url + "/slime/reward",
+                       json={"prompt": message_with_parts, "response": ANSWER, "label": LABEL})
+    assert slime.status_code == 422
+    assert slime.json()["error"]["param"].startswith("prompt"), slime.json()
+    too_long = "x" * 1_048_577  # over the prompt limit of /v1/rewards
+    openrlhf = httpx.post(
+        rules_server.url + "/get_reward",
+        json={"query": [PROMPT + ANSWER, too_long + ANSWER], "prompts": [PROMPT, too_long],
+              "labels": [LABEL, LABEL]},
+    )
+    assert openrlhf.status_code == 422
+    assert openrlhf.json()["error"]["param"] == "prompts[1]", openrlhf.json()
 
 
 @pytest.mark.slow

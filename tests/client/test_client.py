@@ -3,6 +3,7 @@ staged server only where a fault must be injected (429/503, slow, short replies)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -170,6 +171,17 @@ def test_5xx_is_retried(staged_server, rules_server):
         client.score(items(1))
 
 
+def test_408_is_retried(staged_server, rules_server):
+    """408 (headers or body not received in time) is worth retrying: README's status table."""
+    staged = staged_server(
+        lambda seen: error_reply(408, "body stalled") if seen.number == 1 else None,
+        rules_server.url,
+    )
+    with RewardClient(staged.url, retry=FAST) as client:
+        assert client.score(items(2)).rewards == pytest.approx(expected(2))
+    assert len(staged.seen) == 2
+
+
 def test_no_retry_on_422(rules_server):
     before = request_count(rules_server.url, status="422")
     bad = [*items(600), ScoreItem(completion="{}", ground_truth={"type": "bogus"})]
@@ -190,6 +202,33 @@ def test_no_retry_on_staged_4xx(staged_server):
     with RewardClient(staged.url, retry=FAST) as client, pytest.raises(BadRequestError):
         client.score(items(1))
     assert len(staged.seen) == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_failed_chunk_stops_the_other_chunks_retries(staged_server, kind):
+    """The call is all-or-nothing: once a chunk has failed for good the others stop
+    retrying, and the error comes back without waiting for them (both clients alike)."""
+
+    def script(seen):
+        if seen.json()["items"][0]["id"] == "item-1":
+            return error_reply(422, "bad ground truth")
+        return error_reply(503, "loading", retry_after="20")
+
+    staged = staged_server(script)
+    retry = RetryPolicy(max_attempts=10, base_backoff=0.05, max_backoff=0.2)
+    options = {"chunk_size": 1, "timeout": 60, "retry": retry}
+    if kind == "sync":
+        with RewardClient(staged.url, **options) as client, pytest.raises(BadRequestError):
+            client.score(items(2))
+    else:
+        async def score() -> None:
+            async with AsyncRewardClient(staged.url, **options) as client:
+                await client.score(items(2))
+
+        with pytest.raises(BadRequestError):
+            asyncio.run(score())
+    other = [seen for seen in staged.seen if seen.json()["items"][0]["id"] == "item-0"]
+    assert len(other) <= 1  # its first attempt at most: no retry after the 422
 
 
 def test_api_key(start_server):

@@ -164,7 +164,7 @@ def _direct_total(targets: list[dict]) -> list[float]:
     for group in targets:
         (address,) = group["targets"]
         text = httpx.get(f"http://{address}/metrics", timeout=10).text
-        counts.append(_metric_total(text, "reward_request_items_count", route="items"))
+        counts.append(_metric_total(text, "reward_request_items_count", route="/v1/rewards"))
     return counts
 
 
@@ -227,8 +227,8 @@ def test_one_prometheus_job_sees_every_replica_and_totals_add_up(
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     try:
-        total_query = 'sum(reward_request_items_count{route="items",job="shop-r1-reward"})'
-        count_query = 'count(reward_request_items_count{route="items",job="shop-r1-reward"})'
+        total_query = 'sum(reward_request_items_count{route="/v1/rewards",job="shop-r1-reward"})'
+        count_query = 'count(reward_request_items_count{route="/v1/rewards",job="shop-r1-reward"})'
         deadline = time.monotonic() + 60
         total = instances = None
         serve_series: list = []

@@ -8,6 +8,7 @@ with the same probes on the idle server (tests/reliability/responsiveness.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -253,6 +254,75 @@ def test_slow_connections_are_shed_and_probes_still_answer(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+def test_connection_cap_refusal_says_when_to_retry(start_server):
+    """With every allowed connection in a request, a new one is refused with 503: like
+    every 503 of the service it carries Retry-After, so a client knows to come back."""
+    server = start_server(max_connections=2)
+    head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 100\r\nexpect: 100-continue\r\n\r\n")
+    busy = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            busy.append(sock)
+            sock.settimeout(30)
+            sock.sendall(head)
+            # 100 Continue: the server has read the headers and the app waits for the body.
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+        with socket.create_connection(("127.0.0.1", server.port)) as extra:
+            extra.settimeout(30)
+            answer = extra.recv(65536)
+    finally:
+        for sock in busy:
+            sock.close()
+    head_lines = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert head_lines[0].startswith(b"http/1.1 503 "), answer[:300]
+    assert any(line.startswith(b"retry-after: ") for line in head_lines), answer[:300]
+
+
+def server_connections(port: int) -> int:
+    """Established TCP connections whose local end is ``port`` (the server's side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            count += state == "01" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def test_clients_that_stop_reading_are_dropped(start_server):
+    """Clients that ask for a large response and never read it: each is dropped once it
+    has read nothing for --body-timeout-seconds (or when evicted), so the connection cap
+    holds and their unsent responses are freed."""
+    server = start_server(max_connections=3, header_timeout_seconds=2, body_timeout_seconds=2)
+    action = {"type": "type_and_submit", "name": "search_input", "text": "w " * 16_000}
+    item = {"completion": json.dumps({"rationale": "r", "action": action}),
+            "ground_truth": TERMINATE}
+    body = json.dumps({"items": [item] * 320}).encode()  # a 10 MB answer: the action echoed
+    head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))
+    readers = []
+    try:
+        for _ in range(6):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing more
+            readers.append(sock)
+            sock.connect(("127.0.0.1", server.port))
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                sock.sendall(head + body)  # a connection over the cap is refused (503)
+        # Over the cap at no point after the refusals and evictions, and none left once
+        # the stalled ones have been dropped.
+        deadline = time.monotonic() + 60
+        while (open_now := server_connections(server.port)) and time.monotonic() < deadline:
+            assert open_now <= 3
+            time.sleep(0.2)
+        assert server_connections(server.port) == 0
+        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        for sock in readers:
+            sock.close()
 
 
 def test_stalled_body_is_408(server):

@@ -67,7 +67,7 @@ def _items_served(url: str) -> float:
     except httpx.HTTPError:
         return 0.0
     for line in text.splitlines():
-        if line.startswith('reward_request_items_sum{route="items"}'):
+        if line.startswith('reward_request_items_sum{route="/v1/rewards"}'):
             return float(line.split()[-1])
     return 0.0
 
