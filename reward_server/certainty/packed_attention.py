@@ -306,12 +306,17 @@ _FLEX: Callable[..., torch.Tensor] | None = None
 
 def compiled_flex_attention() -> Callable[..., torch.Tensor]:
     """``flex_attention`` compiled once per process with dynamic shapes (pack lengths
-    vary from batch to batch); uncompiled it would materialise the whole score matrix."""
+    vary from batch to batch); uncompiled it would materialise the whole score matrix.
+
+    ``fullgraph``: where dynamo cannot compile a call (a graph break, or its limit of
+    graphs per function reached) it would otherwise run ``flex_attention`` uncompiled,
+    silently: the unfused kernel, ``L x L`` scores per head, while the backend reports
+    ``flex``. It raises instead (in warm-up: the fall-back to ``sdpa_blocks``, logged)."""
     global _FLEX
     if _FLEX is None:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _FLEX = torch.compile(flex_attention, dynamic=True)
+        _FLEX = torch.compile(flex_attention, dynamic=True, fullgraph=True)
     return _FLEX
 
 

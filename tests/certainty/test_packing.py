@@ -334,6 +334,34 @@ def test_warmup_compiles_the_flex_graph_every_pack_uses(tiny_model, tiny_tokeniz
     assert one[0].value == pytest.approx(want[len(reqs) - 1], rel=1e-4)
 
 
+@pytest.mark.slow
+def test_flex_attention_never_runs_uncompiled():
+    """Where dynamo cannot compile a call (here: its limit of graphs per function, set to
+    one), the kernel raises rather than running FlexAttention uncompiled, which would
+    materialise every head's ``L x L`` scores while the backend still says ``flex``."""
+    import shutil
+
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
+    pack = Pack()
+    pack.add_document([1] * 150, [(0, item((1,) * 150, 40))])
+    layout = PackLayout(pack, "flex", torch.device("cpu"))
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=1):
+        compiled = packed_attention.compiled_flex_attention()
+        for heads in (4, 8):  # the number of heads is static: a second graph
+            q = torch.randn(1, heads, layout.length, 16)
+            k = torch.randn(1, 2, layout.length, 16)
+            if heads == 4:
+                compiled(q, k, k, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
+                continue
+            with pytest.raises(FailOnRecompileLimitHit):
+                compiled(q, k, k, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
+    torch._dynamo.reset()
+
+
 def test_bfloat16_packs_stay_within_bfloat16_rounding(tiny_model, tiny_tokenizer, tiny_backend):
     """The GPU's number format on CPU: bfloat16 weights and activations, float32
     reductions. Packed values are the float32 reference within bfloat16 rounding (2^-9
