@@ -166,8 +166,11 @@ def _completion(tokenizer, row: dict, n_tokens: int, rng: random.Random):
         rationale += ", and " + fill[i % len(fill)]
         i += 1
     text = render(rationale)
-    start = text.index(rationale)
-    return text, (start, start + len(rationale) + 1)
+    # The span is the rationale as the JSON text spells it (a quote in a product name is
+    # escaped there), as the service parses it.
+    spelled = json.dumps(rationale + ".", ensure_ascii=False)[1:-1]
+    start = text.index(spelled)
+    return text, (start, start + len(spelled))
 
 
 def make_workloads(

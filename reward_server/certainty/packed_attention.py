@@ -41,6 +41,10 @@ from reward_server.certainty.packing import Pack
 ATTENTION_NAME = "shop_r1_packed"
 LAYOUT_KW = "certainty_pack"
 BLOCK = 128  # FlexAttention's block size; a flex pack is padded to a multiple of it
+# The compiler specialises a size of 1: a one-block row (the warm-up's, a short request)
+# would compile a graph for one block only and every longer pack a second one. From two
+# blocks on, one graph with a symbolic block count serves every pack (see _block_mask).
+MIN_FLEX_BLOCKS = 2
 MASK_ELEMENTS = 1 << 22  # largest boolean mask one sdpa_blocks call builds
 
 ATTENTION_KINDS = ("flex", "sdpa_blocks")
@@ -154,10 +158,11 @@ class PackLayout:
 
 
 def padded_length(length: int, kind: str) -> int:
-    """A pack's row length for ``kind``: flex rounds up to whole blocks."""
+    """A pack's row length for ``kind``: flex rounds up to whole blocks, at least
+    ``MIN_FLEX_BLOCKS`` of them."""
     if kind != "flex":
         return length
-    return max(BLOCK, -(-length // BLOCK) * BLOCK)
+    return max(MIN_FLEX_BLOCKS * BLOCK, -(-length // BLOCK) * BLOCK)
 
 
 def _rows_within(context: int, elements: int) -> int:
@@ -281,10 +286,19 @@ def _block_mask(tokens: dict[str, torch.Tensor], length: int, device: torch.devi
     partial, full = block_lists(tokens, length)
     kv_num, kv_idx = _indices(partial)
     full_num, full_idx = _indices(full)
-    return BlockMask.from_kv_blocks(
+    mask = BlockMask.from_kv_blocks(
         kv_num, kv_idx, full_num, full_idx,
         BLOCK_SIZE=BLOCK, mask_mod=mask_mod, seq_lengths=(length, length),
     )
+    # Dynamo compiles the block lists with the sizes of the first pack it sees, even with
+    # dynamic=True, and recompiles at the first pack of another length: marked, the first
+    # graph (the warm-up's) has a symbolic block count and serves every pack.
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+                 "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        blocks = getattr(mask, name)
+        for dim in range(2, blocks.dim()):
+            torch._dynamo.maybe_mark_dynamic(blocks, dim)
+    return mask
 
 
 _FLEX: Callable[..., torch.Tensor] | None = None
@@ -292,12 +306,17 @@ _FLEX: Callable[..., torch.Tensor] | None = None
 
 def compiled_flex_attention() -> Callable[..., torch.Tensor]:
     """``flex_attention`` compiled once per process with dynamic shapes (pack lengths
-    vary from batch to batch); uncompiled it would materialise the whole score matrix."""
+    vary from batch to batch); uncompiled it would materialise the whole score matrix.
+
+    ``fullgraph``: where dynamo cannot compile a call (a graph break, or its limit of
+    graphs per function reached) it would otherwise run ``flex_attention`` uncompiled,
+    silently: the unfused kernel, ``L x L`` scores per head, while the backend reports
+    ``flex``. It raises instead (in warm-up: the fall-back to ``sdpa_blocks``, logged)."""
     global _FLEX
     if _FLEX is None:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _FLEX = torch.compile(flex_attention, dynamic=True)
+        _FLEX = torch.compile(flex_attention, dynamic=True, fullgraph=True)
     return _FLEX
 
 

@@ -303,6 +303,65 @@ def test_compiled_flex_attention_follows_the_block_lists():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+@pytest.mark.slow
+def test_warmup_compiles_the_flex_graph_every_pack_uses(tiny_model, tiny_tokenizer):
+    """The warm-up's pack compiles the FlexAttention graph that packs of every length use
+    (its CPU build here; CUDA compiles the same graph). The compiler specialises a size of
+    1: a one-block warm-up pack would compile a graph for one block only, and the first
+    real pack would compile again (a second compile per model shape, in the first request
+    or the timed run, and half of dynamo's 8 graphs used by four shapes)."""
+    import shutil
+
+    from torch._dynamo.utils import counters
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
+    torch._dynamo.reset()  # no graph left by an earlier test for this model's heads
+    backend = TransformersBackend.from_model(tiny_model, tiny_tokenizer, attention="flex")
+    backend.warmup()
+    assert backend.attention == "flex"
+    graphs = counters["stats"]["unique_graphs"]
+    reqs = _mixed()
+    many, stats = backend.score_encoded([backend.encode(r) for r in reqs * 3])
+    assert stats.extra["forwards"] == 1.0
+    assert packed_attention.padded_length(int(stats.tokens), "flex") >= 4 * packed_attention.BLOCK
+    one = backend.score_batch(reqs[-1:])
+    assert counters["stats"]["unique_graphs"] == graphs
+    # Still the reference values (the graph is not a stale one).
+    want = [r.value for r in TransformersBackend.from_model(tiny_model, tiny_tokenizer)
+            .score_batch(reqs * 3)]
+    assert [r.value for r in many] == pytest.approx(want, rel=1e-4)
+    assert one[0].value == pytest.approx(want[len(reqs) - 1], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_flex_attention_never_runs_uncompiled():
+    """Where dynamo cannot compile a call (here: its limit of graphs per function, set to
+    one), the kernel raises rather than running FlexAttention uncompiled, which would
+    materialise every head's ``L x L`` scores while the backend still says ``flex``."""
+    import shutil
+
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
+    pack = Pack()
+    pack.add_document([1] * 150, [(0, item((1,) * 150, 40))])
+    layout = PackLayout(pack, "flex", torch.device("cpu"))
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=1):
+        compiled = packed_attention.compiled_flex_attention()
+        for heads in (4, 8):  # the number of heads is static: a second graph
+            q = torch.randn(1, heads, layout.length, 16)
+            k = torch.randn(1, 2, layout.length, 16)
+            if heads == 4:
+                compiled(q, k, k, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
+                continue
+            with pytest.raises(FailOnRecompileLimitHit):
+                compiled(q, k, k, block_mask=layout.block_mask, scale=0.25, enable_gqa=True)
+    torch._dynamo.reset()
+
+
 def test_bfloat16_packs_stay_within_bfloat16_rounding(tiny_model, tiny_tokenizer, tiny_backend):
     """The GPU's number format on CPU: bfloat16 weights and activations, float32
     reductions. Packed values are the float32 reference within bfloat16 rounding (2^-9
