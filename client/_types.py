@@ -6,6 +6,7 @@ these classes mirror it field by field and are built from / turned into JSON dic
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,21 @@ class ScoreItem:
         for name in ("prompt_ids", "completion_ids"):
             value = getattr(self, name)
             if value is not None:
-                body[name] = [int(token) for token in value]
+                body[name] = [_token_id(token, name, i) for i, token in enumerate(value)]
         return body
+
+
+def _token_id(token: Any, field: str, position: int) -> int:
+    """A token id as a plain int (numpy and torch integers included); a float or bool is
+    refused rather than truncated, since ``int(3.7)`` would score a different token."""
+    if isinstance(token, bool):
+        raise TypeError(f"{field}[{position}] must be an integer token id, not bool")
+    try:
+        return operator.index(token)
+    except TypeError:
+        raise TypeError(
+            f"{field}[{position}] must be an integer token id, not {type(token).__name__}"
+        ) from None
 
 
 def as_score_item(item: ScoreItem | Mapping[str, Any]) -> ScoreItem:

@@ -347,3 +347,18 @@ def test_injectable_transport():
 
     with RewardClient("http://reward.invalid", transport=httpx.MockTransport(handler)) as client:
         assert client.score(items(3)).rewards == [0.8] * 3
+
+
+def test_token_ids_are_sent_as_ints_and_a_float_is_refused_not_truncated():
+    import numpy as np
+
+    item = ScoreItem(completion="{}", ground_truth={"type": "terminate"},
+                     prompt_ids=np.array([5, 7], dtype=np.int64), completion_ids=[np.int32(9)])
+    wire = item.to_wire()
+    assert wire["prompt_ids"] == [5, 7] and wire["completion_ids"] == [9]
+    assert json.loads(json.dumps(wire))["prompt_ids"] == [5, 7]  # plain ints, not numpy's
+    for bad, kind in ((3.7, "float"), (np.float32(2.0), "float32"), (True, "bool")):
+        bad_item = ScoreItem(completion="{}", ground_truth={"type": "terminate"},
+                             completion_ids=[1, bad])
+        with pytest.raises(TypeError, match=rf"completion_ids\[1\] must be an integer .* {kind}"):
+            bad_item.to_wire()
