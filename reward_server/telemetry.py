@@ -76,6 +76,14 @@ ACTION_TYPES = Counter(
     ["predicted", "ground_truth"],
 )
 ERRORS = Counter("reward_errors_total", "requests answered with an error", ["kind"])
+# Written by the connection limits below the application (api/connection_limits.py), so
+# these never reach reward_request_seconds or reward_errors_total.
+CONNECTIONS_DROPPED = Counter(
+    "reward_connections_dropped_total",
+    "connections the server closed itself (reason: connection_cap 503, header_timeout and"
+    " body_timeout 408, headers_too_large 431, evicted at the cap, stopped_reading)",
+    ["reason"],
+)
 QUEUE_DEPTH = Gauge(
     "reward_scorer_queue_depth", "items waiting for the scoring model", multiprocess_mode="livesum"
 )

@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "shopping-steps"
 
 
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` in Prometheus exposition ``text`` whose labels
+    include ``labels`` (0 when there are none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -107,7 +107,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._evict_one():
             self._reject(503, b"Service Unavailable", "overloaded",
-                         "too many open connections; retry shortly")
+                         "too many open connections; retry shortly", "connection_cap")
             return
         _Sweeper.ensure(self.server_state, self.loop, self.limits)
         self._await_headers()
@@ -122,6 +122,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return False
         oldest = min(idle, key=lambda protocol: protocol.idle_since)
         _drop(oldest.transport)
+        _count_dropped("evicted")
         return True
 
     # -- deadlines ------------------------------------------------------------------------
@@ -136,22 +137,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Act on a passed deadline (called by the sweeper)."""
         if self._client_stopped_reading(now):
             self.transport.abort()
+            _count_dropped("stopped_reading")
             return
         if self._deadline is None or now < self._deadline or self.transport.is_closing():
             return
         if self.awaiting_headers:
             self._expect(None)
             self._reject(408, b"Request Timeout", "request_timeout",
-                         f"request headers not received within {self.limits.header_timeout:g} s")
+                         f"request headers not received within {self.limits.header_timeout:g} s",
+                         "header_timeout")
         elif self.flow.read_paused:  # the server, not the client, is holding the body back
             self._expect(self.limits.body_timeout)
         else:
             self._expect(None)
             if self.cycle is not None and not self.cycle.response_started:
                 self._reject(408, b"Request Timeout", "request_timeout",
-                             f"request body stalled for {self.limits.body_timeout:g} s")
+                             f"request body stalled for {self.limits.body_timeout:g} s",
+                             "body_timeout")
             else:
                 self.transport.close()
+                _count_dropped("body_timeout")
 
     def _client_stopped_reading(self, now: float) -> bool:
         """Whether bytes have been waiting to be sent, none of them taken by the client, for
@@ -167,11 +172,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unsent = (unsent, self._unsent[1])
         return now - self._unsent[1] >= self.limits.body_timeout
 
-    def _reject(self, status: int, reason: bytes, kind: str, message: str) -> None:
+    def _reject(self, status: int, reason: bytes, kind: str, message: str, dropped: str) -> None:
+        """Answer ``status`` and close, counted under ``dropped`` (the metric's reason)."""
         if self.transport.is_closing():
             return
         self.transport.write(_error_response(status, reason, kind, message))
         self.transport.close()
+        _count_dropped(dropped)
 
     # -- parsing ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -193,7 +200,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._expect(None)
         self._reject(431, b"Request Header Fields Too Large", "request_header_fields_too_large",
                      f"request line and headers over the limit of "
-                     f"{self.limits.max_header_bytes} bytes")
+                     f"{self.limits.max_header_bytes} bytes", "headers_too_large")
 
     def on_headers_complete(self) -> None:
         # Headers that arrived with their end in one read were not counted as they came.
@@ -226,6 +233,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.idle_since = time.monotonic()
         self._raw_header_bytes = 0
         self._deadline = self.idle_since + self.limits.header_timeout
+
+
+def _count_dropped(reason: str) -> None:
+    # Imported here, in the worker that drops: the supervisor imports this module to build
+    # uvicorn's config and must not load prometheus_client (its multiprocess files are the
+    # workers').
+    from reward_server import telemetry
+
+    telemetry.child(telemetry.CONNECTIONS_DROPPED, reason).inc()
 
 
 def _drop(transport: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, metric_total
 from tests.ray.conftest import API_KEY, deploy, single_process, undeploy
 from tests.ray.workload import rules_items, without_timings
 
@@ -142,17 +142,6 @@ async def test_results_keep_order_across_replicas_and_concurrent_requests(rules_
             assert {**result, "id": None, "index": None} == {**want, "id": None, "index": None}
 
 
-def _metric_total(text: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 def _targets(rules_url: str) -> list[dict]:
     response = httpx.get(rules_url + "/v1/metrics/targets", headers=AUTH, timeout=30)
     response.raise_for_status()
@@ -164,7 +153,7 @@ def _direct_total(targets: list[dict]) -> list[float]:
     for group in targets:
         (address,) = group["targets"]
         text = httpx.get(f"http://{address}/metrics", timeout=10).text
-        counts.append(_metric_total(text, "reward_request_items_count", route="/v1/rewards"))
+        counts.append(metric_total(text, "reward_request_items_count", route="/v1/rewards"))
     return counts
 
 

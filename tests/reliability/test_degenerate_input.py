@@ -25,7 +25,7 @@ import pytest
 
 from reward_server.config import MAX_WEIGHT
 from reward_server.rewards.parsing import MAX_GROUND_TRUTH_JSON_CHARS
-from tests.conftest import REPO, free_port, launch_server
+from tests.conftest import REPO, free_port, launch_server, metric_total
 from tests.reliability.responsiveness import NORMAL_ITEM, assert_responsive_under
 
 TERMINATE = {"type": "terminate"}
@@ -45,6 +45,12 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def dropped(url: str, reason: str) -> float:
+    """``reward_connections_dropped_total{reason}`` of the server at ``url``."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return metric_total(text, "reward_connections_dropped_total", reason=reason)
 
 
 def post(url: str, path: str, body: object, headers: dict | None = None) -> httpx.Response:
@@ -202,6 +208,7 @@ def test_huge_header_is_431_and_costs_no_memory(start_server):
     many = b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + b"x-a: b\r\n" * 20_000 + b"\r\n"
     _, answer = send_until_answered(keyed.port, many, len(many))
     assert answer.startswith(b"HTTP/1.1 431 ")
+    assert dropped(keyed.url, "headers_too_large") == 2
 
 
 # -- 7: slowloris ------------------------------------------------------------------------
@@ -250,6 +257,9 @@ def test_slow_connections_are_shed_and_probes_still_answer(tmp_path):
                 closed += 1
             sock.close()
         assert closed == 500
+        # Each slow connection is counted once: evicted for a newer one, or timed out.
+        assert dropped(url, "evicted") + dropped(url, "header_timeout") == 500
+        assert dropped(url, "evicted") > 0
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
@@ -280,6 +290,7 @@ def test_connection_cap_refusal_says_when_to_retry(start_server):
     head_lines = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
     assert head_lines[0].startswith(b"http/1.1 503 "), answer[:300]
     assert any(line.startswith(b"retry-after: ") for line in head_lines), answer[:300]
+    assert dropped(server.url, "connection_cap") == 1
 
 
 def server_connections(port: int) -> int:
@@ -320,12 +331,14 @@ def test_clients_that_stop_reading_are_dropped(start_server):
             time.sleep(0.2)
         assert server_connections(server.port) == 0
         assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        assert dropped(server.url, "stopped_reading") > 0
     finally:
         for sock in readers:
             sock.close()
 
 
 def test_stalled_body_is_408(server):
+    before = dropped(server.url, "body_timeout")
     head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             b"content-length: 1000\r\n\r\n{\"items\": [")
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -333,6 +346,7 @@ def test_stalled_body_is_408(server):
         sock.sendall(head)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert dropped(server.url, "body_timeout") == before + 1
 
 
 # -- 8: SIGTERM while a request runs past the graceful-shutdown time ---------------------
