@@ -20,7 +20,7 @@ The sync and async clients drive it the same way::
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -28,6 +28,7 @@ from client._errors import (
     AuthenticationError,
     BadRequestError,
     DeadlineExceededError,
+    FieldError,
     OverloadedError,
     PayloadTooLargeError,
     RewardClientError,
@@ -47,16 +48,31 @@ def reindex_param(param: str | None, offset: int) -> str | None:
     return _ITEM_INDEX.sub(lambda m: f"{m.group(1)}[{int(m.group(2)) + offset}]", param, count=1)
 
 
-def error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
-    """``(message, param, type)`` from the server's one error shape, tolerating others."""
+class ErrorFields(NamedTuple):
+    """What the server's one error shape says (``errors``: every invalid field of a 422)."""
+
+    message: str
+    param: str | None = None
+    kind: str | None = None
+    errors: tuple[FieldError, ...] = ()
+
+
+def error_fields(response: httpx.Response) -> ErrorFields:
+    """The fields of the server's one error shape, tolerating other bodies."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase, None, None
+        return ErrorFields(response.text[:300] or response.reason_phrase)
     error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message", "")), error.get("param"), error.get("type")
-    return str(body)[:300], None, None
+    if not isinstance(error, dict):
+        return ErrorFields(str(body)[:300])
+    listed = error.get("errors")
+    errors = tuple(
+        FieldError(str(entry.get("param")), str(entry.get("message", "")))
+        for entry in (listed if isinstance(listed, list) else ())
+        if isinstance(entry, dict)
+    )
+    return ErrorFields(str(error.get("message", "")), error.get("param"), error.get("type"), errors)
 
 
 class CallState:
@@ -144,7 +160,8 @@ class CallState:
                     ),
                 )
                 return None
-        message, param, kind = error_fields(response)
+        fields = error_fields(response)
+        message = fields.message
         if status == 429 or status == 503:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             error = OverloadedError(
@@ -199,7 +216,7 @@ class CallState:
                 ),
             )
             return None
-        raise self._bad_request(url, status, message, param, kind)
+        raise self._bad_request(url, status, fields)
 
     # -- helpers --------------------------------------------------------------------------
     def _retry_later(
@@ -212,10 +229,13 @@ class CallState:
             # (another free URL is tried at once; with none free, plan() waits for it).
             self.pool.block(url, min(retry_after, self.policy.max_retry_after))
 
-    def _bad_request(
-        self, url: str, status: int, message: str, param: str | None, kind: str | None
-    ) -> BadRequestError:
-        param = reindex_param(param, self.item_offset)
+    def _bad_request(self, url: str, status: int, fields: ErrorFields) -> BadRequestError:
+        message, kind = fields.message, fields.kind
+        param = reindex_param(fields.param, self.item_offset)
+        errors = tuple(
+            FieldError(reindex_param(e.param, self.item_offset) or e.param, e.message)
+            for e in fields.errors
+        )
         where = f" (field {param})" if param else ""
         if status == 401:
             return AuthenticationError(
@@ -224,6 +244,7 @@ class CallState:
                 status=status,
                 param=param,
                 kind=kind,
+                errors=errors,
                 url=url,
                 attempts=self.attempts,
             )
@@ -234,6 +255,7 @@ class CallState:
                 status=status,
                 param=param,
                 kind=kind,
+                errors=errors,
                 url=url,
                 attempts=self.attempts,
             )
@@ -243,6 +265,7 @@ class CallState:
             status=status,
             param=param,
             kind=kind,
+            errors=errors,
             url=url,
             attempts=self.attempts,
         )

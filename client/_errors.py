@@ -15,6 +15,16 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class FieldError(NamedTuple):
+    """One invalid field the server named in a 422: ``param`` (re-indexed to the caller's
+    item list, e.g. ``items[1027].ground_truth.type``) and why it is invalid."""
+
+    param: str
+    message: str
+
 
 class RewardClientError(Exception):
     """Base class of every error raised by :mod:`client`.
@@ -35,7 +45,8 @@ class BadRequestError(RewardClientError):
 
     ``status`` is the HTTP status, ``param`` the offending field as the server names it,
     re-indexed to the caller's item list (``items[1027].ground_truth.type``), ``kind`` the
-    server's error type.
+    server's error type. ``errors``: every invalid field of a 422 for an invalid body (the
+    first is ``param``), so that all the bad items of a batch are known from one answer.
     """
 
     def __init__(
@@ -47,11 +58,13 @@ class BadRequestError(RewardClientError):
         kind: str | None = None,
         url: str | None = None,
         attempts: int = 0,
+        errors: tuple[FieldError, ...] = (),
     ) -> None:
         super().__init__(message, url=url, attempts=attempts)
         self.status = status
         self.param = param
         self.kind = kind
+        self.errors = errors
 
 
 class AuthenticationError(BadRequestError):

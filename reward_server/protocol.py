@@ -5,7 +5,7 @@ Requests forbid unknown fields so a typo is a 422 naming it instead of a silent 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import (
@@ -283,11 +283,41 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[str, str]:
     return param or "body", message.removeprefix("Value error, ")
 
 
+# At most this many invalid fields are listed in one 422 (the message counts the rest).
+MAX_LISTED_ERRORS = 1024
+
+
+class FieldError(BaseModel):
+    """One invalid field of a 422: where (``items[3].ground_truth.name``) and why."""
+
+    param: str
+    message: str
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str
     param: str | None = None
     code: int
+    errors: list[FieldError] | None = Field(
+        None,
+        description="422 of an invalid body: every invalid field, one entry each, in body "
+        f"order (at most {MAX_LISTED_ERRORS}); the first is `param`",
+    )
+
+
+def describe_validation_errors(
+    errors: Sequence[Mapping[str, Any]],
+) -> tuple[list[tuple[str, str]], int]:
+    """``([(param, message), ...], total)`` of pydantic errors: one entry per field (a
+    union reports a bad value once per branch; the first branch's message is kept), at most
+    ``MAX_LISTED_ERRORS`` entries, and how many distinct fields there were in all."""
+    described: dict[str, str] = {}
+    for error in errors:
+        param, message = describe_validation_error(error)
+        described.setdefault(param, message)
+    listed = list(described.items())
+    return listed[:MAX_LISTED_ERRORS], len(listed)
 
 
 class ErrorResponse(BaseModel):

@@ -32,6 +32,21 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
+    """The service's one error shape with ``status`` (and ``param``, when given); its body."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    # "errors" (every invalid field) comes with the 422 of an invalid body only.
+    assert set(error) - {"errors"} == {"message", "type", "param", "code"}
+    assert error["code"] == status and error["message"]
+    if "errors" in error:
+        assert status == 422 and error["errors"][0] == {
+            "param": error["param"], "message": error["errors"][0]["message"]}
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

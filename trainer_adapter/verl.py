@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from client import BadRequestError, RewardResult, ScoreItem
+from client import BadRequestError, FieldError, RewardResult, ScoreItem
 from trainer_adapter._results import flat_result
 from trainer_adapter._settings import AdapterSettings, async_client, sync_client
 
@@ -139,13 +139,14 @@ class _Coalescer:
                     [item for item, _ in live], **self.settings.score_kwargs()
                 )
             except BadRequestError as exc:
-                # One bad sample must not fail its neighbours: fail it alone, resend the rest.
-                match = _ITEM.match(exc.param or "")
-                if match is None or int(match.group(1)) >= len(live):
+                # Bad samples must not fail their neighbours: fail those the server named
+                # (every invalid one is listed in one answer), resend the rest.
+                bad = _errors_by_item(exc, len(live))
+                if not bad:
                     return _fail(live, exc)
-                bad = int(match.group(1))
-                _fail([live[bad]], exc)
-                live = live[:bad] + live[bad + 1 :]
+                for index, errors in bad.items():
+                    _fail([live[index]], _sample_error(exc, errors))
+                live = [entry for i, entry in enumerate(live) if i not in bad]
                 continue
             except BaseException as exc:  # cancellation included: never leave a caller hanging
                 _fail(live, exc)
@@ -156,6 +157,32 @@ class _Coalescer:
                 if not future.done():
                     future.set_result(result)
             return
+
+
+def _errors_by_item(exc: BadRequestError, count: int) -> dict[int, list[FieldError]]:
+    """The invalid fields a 422 names, by item index (``items[3].ground_truth`` is item 3's
+    ``ground_truth``); empty when one names anything else (the request as a whole, or an
+    index not in the batch), which fails every item."""
+    named = list(exc.errors) or [FieldError(exc.param or "", exc.message)]
+    by_item: dict[int, list[FieldError]] = {}
+    for error in named:
+        match = _ITEM.match(error.param)
+        if match is None or int(match.group(1)) >= count:
+            return {}
+        field = error.param[match.end() :].lstrip(".") or "item"
+        by_item.setdefault(int(match.group(1)), []).append(FieldError(field, error.message))
+    return by_item
+
+
+def _sample_error(exc: BadRequestError, errors: list[FieldError]) -> BadRequestError:
+    """One sample's own refusal: its fields, named as the sample's (``ground_truth.type``)."""
+    first = errors[0]
+    return BadRequestError(
+        f"the reward service refused this sample ({exc.status}, field {first.param}): "
+        f"{first.message}. Fix the input; retrying the same sample cannot succeed.",
+        status=exc.status, param=first.param, kind=exc.kind, url=exc.url,
+        attempts=exc.attempts, errors=tuple(errors),
+    )
 
 
 def _fail(

@@ -26,7 +26,7 @@ from reward_server.certainty.types import (
     ScorerOverloaded,
     ScorerRequestTooLarge,
 )
-from reward_server.protocol import describe_validation_error
+from reward_server.protocol import describe_validation_error, describe_validation_errors
 from reward_server.service import CertaintyUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -88,16 +88,20 @@ def error_response(
     param: str | None = None,
     retry_after: float | None = None,
     headers: Mapping[str, str] | None = None,
+    errors: list[tuple[str, str]] | None = None,
 ) -> JSONResponse:
-    """The one error shape; every error path goes through here."""
+    """The one error shape; every error path goes through here. ``errors``: every invalid
+    field of a 422 as ``(param, message)``."""
     telemetry.ERRORS.labels(kind).inc()
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    error: dict[str, object] = {"message": message, "type": kind, "param": param, "code": status}
+    if errors is not None:
+        error["errors"] = [{"param": where, "message": why} for where, why in errors]
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def response_for(exc: BaseException) -> JSONResponse:
@@ -123,10 +127,11 @@ def response_for(exc: BaseException) -> JSONResponse:
         ):
             param, message = describe_validation_error(errors[0])
             return error_response(413, "payload_too_large", message, param)
-        param, message = describe_validation_error(errors[0]) if errors else ("body", "invalid")
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more errors)"
-        return error_response(422, "invalid_request_error", message, param)
+        fields, total = describe_validation_errors(errors)
+        param, message = fields[0] if fields else ("body", "invalid")
+        if total > 1:
+            message += f" (and {total - 1} more: see errors)"
+        return error_response(422, "invalid_request_error", message, param, errors=fields)
     for cls, mapping in _STATUS_OF.items():
         if isinstance(exc, cls):
             retry = getattr(exc, "retry_after", None)

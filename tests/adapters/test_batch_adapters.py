@@ -162,16 +162,25 @@ async def test_verl_async_compute_score_coalesces(service_env, monkeypatch):
     )
     assert request_count(service_env.url, status="200") - before <= 3  # not 60 requests
 
-    # One bad sample fails alone; its neighbours in the same coalesced batch still score.
-    outcomes = await asyncio.gather(
-        verl.compute_score("shop_r1", ROWS[0][0], ROWS[0][1]),
-        verl.compute_score("shop_r1", ROWS[0][0], {"type": "bogus"}),
-        verl.compute_score("shop_r1", ROWS[2][0], ROWS[2][1]),
-        return_exceptions=True,
-    )
-    assert outcomes[0]["score"] == pytest.approx(1001.0)
-    assert isinstance(outcomes[1], BadRequestError)
-    assert outcomes[2]["score"] == pytest.approx(0.8)
+    # Bad samples fail alone, each with its own field; their neighbours in the same
+    # coalesced batch still score. The server names every bad one in a single 422, so one
+    # resend is enough however many there are.
+    bad_truths = {1: {"type": "bogus"}, 3: {"type": "type_and_submit", "name": "q"},
+                  4: {"type": "click", "name": ""}}
+    refused = request_count(service_env.url, status="422")
+    scored = request_count(service_env.url, status="200")
+    outcomes = await asyncio.gather(*(
+        verl.compute_score("shop_r1", ROWS[i % 3][0], bad_truths.get(i, ROWS[i % 3][1]))
+        for i in range(6)
+    ), return_exceptions=True)
+    for i in (0, 2, 5):
+        assert outcomes[i]["score"] == pytest.approx(ROWS[i % 3][2])
+    for i, field in ((1, "ground_truth.type"), (3, "ground_truth.text"), (4, "ground_truth.name")):
+        assert isinstance(outcomes[i], BadRequestError), outcomes[i]
+        assert outcomes[i].param == field and outcomes[i].status == 422, outcomes[i]
+        assert f"field {field}" in str(outcomes[i])
+    assert request_count(service_env.url, status="422") - refused == 1
+    assert request_count(service_env.url, status="200") - scored == 1
 
 
 async def test_slime_group_rm(service_env):

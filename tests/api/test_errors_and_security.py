@@ -11,20 +11,35 @@ import pytest
 from pydantic import ValidationError
 
 from reward_server.config import ServerSettings
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_error
 
 ITEM = {"completion": json.dumps({"rationale": "ok", "action": {"type": "terminate"}}),
         "ground_truth": {"type": "terminate"}}
 
 
-def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == status and error["message"]
-    if param is not None:
-        assert error["param"] == param
-    return error
+def test_every_invalid_field_is_listed_once_in_body_order(rules_server) -> None:
+    bad_text = {"type": "type_and_submit", "name": "q", "text": 5}
+    items = [ITEM, {**ITEM, "ground_truth": bad_text}, ITEM,
+             {**ITEM, "prompt": 7}, {**ITEM, "ground_truth": {"type": "scroll"}, "id": 1.5}]
+    error = assert_error(httpx.post(rules_server.url + "/v1/rewards", json={"items": items}),
+                         422, "items[1].ground_truth.text")
+    # The prompt's union reports its bad value once per branch: listed once.
+    assert [e["param"] for e in error["errors"]] == [
+        "items[1].ground_truth.text", "items[3].prompt", "items[4].id",
+        "items[4].ground_truth.type"]
+    assert all(e["message"] for e in error["errors"])
+    assert "(and 3 more: see errors)" in error["message"]
+
+
+def test_listed_errors_are_capped_and_counted(rules_server) -> None:
+    from reward_server.protocol import MAX_LISTED_ERRORS
+
+    items = [{**ITEM, "ground_truth": {"type": "scroll"}}] * (MAX_LISTED_ERRORS + 10)
+    error = assert_error(httpx.post(rules_server.url + "/v1/rewards", json={"items": items}),
+                         422, "items[0].ground_truth.type")
+    assert len(error["errors"]) == MAX_LISTED_ERRORS
+    assert error["errors"][-1]["param"] == f"items[{MAX_LISTED_ERRORS - 1}].ground_truth.type"
+    assert f"(and {MAX_LISTED_ERRORS + 9} more: see errors)" in error["message"]
 
 
 def test_invalid_ground_truth_names_field_and_item(rules_server) -> None:

@@ -184,7 +184,9 @@ def test_408_is_retried(staged_server, rules_server):
 
 def test_no_retry_on_422(rules_server):
     before = request_count(rules_server.url, status="422")
-    bad = [*items(600), ScoreItem(completion="{}", ground_truth={"type": "bogus"})]
+    bogus = ScoreItem(completion="{}", ground_truth={"type": "bogus"})
+    blank = ScoreItem(completion="{}", ground_truth={"type": "click", "name": " "})
+    bad = [*items(600), bogus, *items(3), blank]
     with (
         RewardClient(rules_server.url, chunk_size=512, retry=FAST) as client,
         pytest.raises(BadRequestError) as caught,
@@ -194,6 +196,10 @@ def test_no_retry_on_422(rules_server):
     error = caught.value
     assert error.status == 422 and error.attempts == 1
     assert error.param == "items[600].ground_truth.type"  # re-indexed to the caller's list
+    # Every invalid field of the chunk, re-indexed the same way.
+    assert [e.param for e in error.errors] == [
+        "items[600].ground_truth.type", "items[604].ground_truth.name"]
+    assert "required" in error.errors[1].message
     assert "cannot succeed" in str(error)
 
 

@@ -26,6 +26,7 @@ from reward_server.rewards import (
     score_completion,
 )
 from reward_server.rewards.types import Action
+from tests.conftest import assert_error
 
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
 EXAMPLES = 2_000 if FULL else 200
@@ -178,9 +179,7 @@ def test_hostile_bodies_never_500(rules_server, label: str) -> None:
 
 @pytest.mark.parametrize("label", ["deep nesting", "huge integer id"])
 def test_unparseable_bodies_get_the_one_error_shape(rules_server, label: str) -> None:
-    response = raw_post(rules_server.url, HOSTILE_BODIES[label])
-    assert response.status_code == 422, response.text
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert_error(raw_post(rules_server.url, HOSTILE_BODIES[label]), 422, "body")
 
 
 def test_ten_megabyte_completion_is_a_score(rules_server) -> None:
@@ -224,7 +223,8 @@ def test_item_count_bomb_is_refused_at_once(rules_server) -> None:
     response = raw_post(rules_server.url, body)
     assert response.status_code == 413, response.status_code
     error = response.json()["error"]
-    assert error["param"] == "items" and "more errors" not in error["message"], error
+    assert error["param"] == "items" and "errors" not in error, error
+    assert "more" not in error["message"], error
 
 
 def test_declared_200mb_body_is_refused_without_reading_it(rules_server) -> None:
