@@ -148,8 +148,9 @@ class TransformersBackend:
         return cls(loaded, tokenizer, name=name, **kw)
 
     def close(self) -> None:
-        """Drop the model; on CUDA hand its cached blocks back to the driver."""
-        self.model = self.body = None
+        """Drop the model, its output head included (a tied embedding would otherwise stay
+        allocated); on CUDA hand its cached blocks back to the driver."""
+        self.model = self.body = self.head = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -13,6 +13,7 @@ from certainty_helpers import (
     HTML,
     PROMPT,
     RATIONALES,
+    make_tiny_model,
     reference_certainty,
     reference_value,
     shop_request,
@@ -270,3 +271,18 @@ def test_requests_that_can_never_be_scored_say_why(tiny_backend, tiny_tokenizer)
     assert "completion_text must be a string" in out[0].detail
     assert "unknown certainty kind 'entropy'" in out[1].detail
     assert all(r.total_tokens > tiny_backend.max_positions for r in out[2:])
+
+
+def test_close_lets_the_weights_go(tiny_tokenizer):
+    """After close() the backend holds no weight (the output head included: a tied
+    embedding is the largest tensor of a small model), so a reload frees the old model."""
+    import gc
+    import weakref
+
+    model = make_tiny_model(3, vocab_size=len(tiny_tokenizer) + 13)
+    backend = TransformersBackend.from_model(model, tiny_tokenizer, name="closing")
+    head_weight = weakref.ref(model.get_output_embeddings().weight)
+    del model
+    backend.close()
+    gc.collect()
+    assert head_weight() is None
