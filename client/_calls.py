@@ -230,43 +230,28 @@ class CallState:
             self.pool.block(url, min(retry_after, self.policy.max_retry_after))
 
     def _bad_request(self, url: str, status: int, fields: ErrorFields) -> BadRequestError:
-        message, kind = fields.message, fields.kind
+        message = fields.message
         param = reindex_param(fields.param, self.item_offset)
         errors = tuple(
             FieldError(reindex_param(e.param, self.item_offset) or e.param, e.message)
             for e in fields.errors
         )
         where = f" (field {param})" if param else ""
+        error_class: type[BadRequestError]
         if status == 401:
-            return AuthenticationError(
-                f"{url} refused the API key ({message}): pass api_key= / set SHOP_R1_API_KEY "
-                "to the key the server was started with",
-                status=status,
-                param=param,
-                kind=kind,
-                errors=errors,
-                url=url,
-                attempts=self.attempts,
-            )
-        if status == 413:
-            return PayloadTooLargeError(
-                f"{url}: {message}{where}: lower chunk_size to at most the server's "
-                "max_items (GET /v1/config)",
-                status=status,
-                param=param,
-                kind=kind,
-                errors=errors,
-                url=url,
-                attempts=self.attempts,
-            )
-        return BadRequestError(
-            f"{url} rejected the request with {status}{where}: {message}. Fix the input; "
-            "retrying the same request cannot succeed.",
-            status=status,
-            param=param,
-            kind=kind,
-            errors=errors,
-            url=url,
+            error_class = AuthenticationError
+            text = (f"{url} refused the API key ({message}): pass api_key= / set "
+                    "SHOP_R1_API_KEY to the key the server was started with")
+        elif status == 413:
+            error_class = PayloadTooLargeError
+            text = (f"{url}: {message}{where}: lower chunk_size to at most the server's "
+                    "max_items (GET /v1/config)")
+        else:
+            error_class = BadRequestError
+            text = (f"{url} rejected the request with {status}{where}: {message}. Fix the "
+                    "input; retrying the same request cannot succeed.")
+        return error_class(
+            text, status=status, param=param, kind=fields.kind, errors=errors, url=url,
             attempts=self.attempts,
         )
 
