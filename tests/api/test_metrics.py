@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from reward_server.telemetry import Telemetry
-from tests.conftest import free_port
+from tests.conftest import free_port, metric_total
 
 ITEMS = [
     {"completion": json.dumps({"rationale": "ok", "action": {"type": "terminate"}}),
@@ -25,16 +24,6 @@ ITEMS = [
 ]
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    """Value of one sample in an exposition text (0 when absent)."""
-    selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = re.escape(name + ("{" + selector + "}" if selector else "")) + r" ([0-9.e+-]+)"
-    total = 0.0
-    for match in re.finditer(pattern, text):
-        total += float(match.group(1))
-    return total
-
-
 def test_metrics_report_components_failures_and_action_types(rules_server) -> None:
     before = httpx.get(rules_server.url + "/metrics").text
     httpx.post(rules_server.url + "/v1/rewards", json={"items": ITEMS}).raise_for_status()
@@ -42,7 +31,7 @@ def test_metrics_report_components_failures_and_action_types(rules_server) -> No
     after = httpx.get(rules_server.url + "/metrics").text
 
     def delta(name: str, **labels: str) -> float:
-        return sample(after, name, **labels) - sample(before, name, **labels)
+        return metric_total(after, name, **labels) - metric_total(before, name, **labels)
 
     assert delta("reward_request_seconds_count", route="/v1/rewards", status="200") == 1
     assert delta("reward_format_failures_total", reason="not_json") == 1
@@ -71,11 +60,12 @@ def test_metrics_are_aggregated_across_workers(start_server) -> None:
     deadline = time.monotonic() + 10 * Telemetry.FLUSH_SECONDS
     while True:
         text = httpx.get(server.url + "/metrics").text
-        items = sample(text, "reward_component_value_count", component="reward")
+        items = metric_total(text, "reward_component_value_count", component="reward")
         if items == 60 or time.monotonic() > deadline:
             break
         time.sleep(Telemetry.FLUSH_SECONDS / 5)
-    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="200") == 20
+    ok = metric_total(text, "reward_request_seconds_count", route="/v1/rewards", status="200")
+    assert ok == 20
     assert items == 60
 
 
@@ -90,10 +80,14 @@ def test_refusals_before_routing_are_counted_under_their_route(start_server) -> 
     assert too_big.status_code == 413
     assert httpx.get(server.url + "/no/such/route", headers=server.headers).status_code == 404
     text = httpx.get(server.url + "/metrics").text
-    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="401") == 1
-    assert sample(text, "reward_request_seconds_count", route="/v1/rewards", status="413") == 1
-    assert sample(text, "reward_request_seconds_count", route="unmatched", status="404") == 1
-    assert sample(text, "reward_request_seconds_count", route="unmatched", status="401") == 0
+
+    def requests(route: str, status: str) -> float:
+        return metric_total(text, "reward_request_seconds_count", route=route, status=status)
+
+    assert requests("/v1/rewards", "401") == 1
+    assert requests("/v1/rewards", "413") == 1
+    assert requests("unmatched", "404") == 1
+    assert requests("unmatched", "401") == 0
 
 
 def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> None:
@@ -103,10 +97,7 @@ def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> Non
 
     def rewards_requests(text: str, status: str | None = None) -> float:
         labels = {"route": "/v1/rewards", **({"status": status} if status else {})}
-        if status:
-            return sample(text, "reward_request_seconds_count", **labels)
-        return sum(sample(text, "reward_request_seconds_count", route="/v1/rewards", status=code)
-                   for code in set(re.findall(r'route="/v1/rewards",status="(\d+)"', text)))
+        return metric_total(text, "reward_request_seconds_count", **labels)
 
     before = httpx.get(server.url + "/metrics").text
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -121,7 +112,7 @@ def test_a_client_hanging_up_mid_body_is_not_a_server_error(start_server) -> Non
     assert rewards_requests(after) - rewards_requests(before) == 1
     assert rewards_requests(after, "500") == rewards_requests(before, "500")
     assert rewards_requests(after, "499") - rewards_requests(before, "499") == 1
-    assert sample(after, "reward_errors_total", kind="internal_error") == 0
+    assert metric_total(after, "reward_errors_total", kind="internal_error") == 0
     assert "unhandled error" not in server.output()
     assert "Exception in ASGI application" not in server.output()
 

@@ -4,7 +4,6 @@ drives these routes in ``tests/trainers``)."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, metric_total
 
 LOG_KEYS = {
     "format", "type", "attribute", "value", "format_ok",
@@ -92,9 +91,7 @@ def test_openrlhf_batch_and_empty_lists(rules_server) -> None:
 def test_trainer_requests_are_counted_by_route(rules_server) -> None:
     def items_metric(name: str, route: str) -> float:
         text = httpx.get(rules_server.url + "/metrics").text
-        match = re.search(rf'^reward_request_items_{name}{{route="{re.escape(route)}"}} (\S+)$',
-                          text, re.M)
-        return float(match.group(1)) if match else 0.0
+        return metric_total(text, f"reward_request_items_{name}", route=route)
 
     routes = ("/get_reward", "/slime/reward")
     before = {(name, route): items_metric(name, route) for name in ("count", "sum")

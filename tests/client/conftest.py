@@ -4,7 +4,6 @@ real reward service for everything it is not told to break."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import metric_total
 
 Reply = tuple[int, dict[str, str], bytes]
 Script = Callable[["Seen"], Reply | None]
@@ -124,9 +125,5 @@ def error_reply(status: int, message: str, retry_after: str | None = None) -> Re
 def request_count(url: str, route: str = "/v1/rewards", status: str | None = None) -> int:
     """Requests the real server counted (its Prometheus ``reward_request_seconds_count``)."""
     text = httpx.get(url + "/metrics", timeout=10).text
-    total = 0.0
-    pattern = re.compile(r"^reward_request_seconds_count\{(.*)\} ([0-9.e+]+)$", re.M)
-    for labels, value in pattern.findall(text):
-        if f'route="{route}"' in labels and (status is None or f'status="{status}"' in labels):
-            total += float(value)
-    return int(total)
+    labels = {"route": route, **({"status": status} if status else {})}
+    return int(metric_total(text, "reward_request_seconds_count", **labels))

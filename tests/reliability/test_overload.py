@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from client import AsyncRewardClient, RetryPolicy
+from tests.conftest import metric_total
 from tests.reliability.conftest import SMALL_QUEUE
 from tests.reliability.workload import ALPHA, make_cases
 
@@ -90,7 +91,4 @@ def test_client_backoff_completes_every_item(small_queue_server) -> None:
 
 def _overloaded(url: str) -> float:
     text = httpx.get(url + "/metrics").text
-    for line in text.splitlines():
-        if line.startswith('reward_errors_total{kind="overloaded"}'):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_total(text, "reward_errors_total", kind="overloaded")

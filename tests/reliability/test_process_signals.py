@@ -11,7 +11,7 @@ import time
 import httpx
 
 from client import AsyncRewardClient, RetryPolicy
-from tests.conftest import free_port, launch_server
+from tests.conftest import free_port, launch_server, metric_total
 from tests.reliability.workload import check_result, make_cases
 
 
@@ -66,18 +66,12 @@ def _items_served(url: str) -> float:
         text = httpx.get(url + "/metrics", timeout=2).text
     except httpx.HTTPError:
         return 0.0
-    for line in text.splitlines():
-        if line.startswith('reward_request_items_sum{route="/v1/rewards"}'):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_total(text, "reward_request_items_sum", route="/v1/rewards")
 
 
 def _in_flight(url: str) -> float:
     text = httpx.get(url + "/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith("reward_in_flight_requests "):
-            return float(line.split()[-1])
-    return 0.0
+    return metric_total(text, "reward_in_flight_requests")
 
 
 def test_sigterm_drains_in_flight_request(tmp_path) -> None:
