@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "shopping-steps"
+
+
+def shopping_steps() -> list[dict]:
+    """Every step of ``data/shopping-steps``, file by file in name order."""
+    steps: list[dict] = []
+    for path in sorted(DATA.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            steps.extend(json.loads(line) for line in handle if line.strip())
+    return steps
 
 
 def metric_total(text: str, name: str, **labels: str) -> float:

@@ -14,13 +14,12 @@ import json
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from reward_server.config import RewardConfig
 from reward_server.rewards import parse_ground_truth, score_completion
+from tests.conftest import shopping_steps
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "shopping-steps"
 ALPHA = RewardConfig().alpha
 
 RATIONALES = [
@@ -39,11 +38,7 @@ FALLBACK_STEPS = [
 
 
 def load_steps() -> list[dict]:
-    steps: list[dict] = []
-    for path in sorted(DATA.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            steps.extend(json.loads(line) for line in handle if line.strip())
-    return steps or FALLBACK_STEPS
+    return shopping_steps() or FALLBACK_STEPS
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,14 @@ from reward_server.rewards import (
     rouge_tokens,
     score_completion,
 )
-from tests.conftest import DATA
+from tests.conftest import DATA, shopping_steps
 
 CONFIG = RewardConfig()
 SCORER = rouge_scorer.RougeScorer(["rougeL"])
 STEP_FILES = sorted(DATA.glob("*.jsonl"))
 
 
-def _steps() -> list[dict]:
-    return [json.loads(line) for path in STEP_FILES for line in path.open(encoding="utf-8")]
-
-
-STEPS = _steps()
+STEPS = shopping_steps()
 
 
 def truth_of(step: dict) -> dict:
