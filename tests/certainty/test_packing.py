@@ -5,6 +5,7 @@ the float64 reference whatever the pack mates, the budget or the kernel."""
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 import torch
@@ -28,6 +29,12 @@ from reward_server.certainty.token_budget import (
 )
 from reward_server.certainty.transformers_backend import TransformersBackend
 from reward_server.certainty.types import CertaintyResult
+
+# The compiled FlexAttention kernel's CPU build is C++ that inductor compiles on the spot.
+needs_cxx = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="compiling FlexAttention on CPU needs a C++ compiler",
+)
 
 
 def item(prompt: tuple[int, ...], n: int, positions: list[int] | None = None) -> EncodedItem:
@@ -256,18 +263,15 @@ def test_the_model_is_unchanged_outside_packed_calls(tiny_model, tiny_tokenizer)
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_compiled_flex_attention_follows_the_block_lists():
     """The compiled FlexAttention kernel (what CUDA runs; here its CPU build) computes only
     the listed blocks: with a pack's block mask it gives the dense-mask reference, and with
     the partial blocks taken away it does not (so the lists are really used). One compiled
     graph serves packs of every length and structure (no recompilation per batch)."""
-    import shutil
-
     from torch._dynamo.utils import counters
     from torch.nn.attention.flex_attention import BlockMask
 
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
     compiled = packed_attention.compiled_flex_attention()
     graphs = None
     rng = random.Random(5)
@@ -304,18 +308,15 @@ def test_compiled_flex_attention_follows_the_block_lists():
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_warmup_compiles_the_flex_graph_every_pack_uses(tiny_model, tiny_tokenizer):
     """The warm-up's pack compiles the FlexAttention graph that packs of every length use
     (its CPU build here; CUDA compiles the same graph). The compiler specialises a size of
     1: a one-block warm-up pack would compile a graph for one block only, and the first
     real pack would compile again (a second compile per model shape, in the first request
     or the timed run, and half of dynamo's 8 graphs used by four shapes)."""
-    import shutil
-
     from torch._dynamo.utils import counters
 
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
     torch._dynamo.reset()  # no graph left by an earlier test for this model's heads
     backend = TransformersBackend.from_model(tiny_model, tiny_tokenizer, attention="flex")
     backend.warmup()
@@ -335,16 +336,13 @@ def test_warmup_compiles_the_flex_graph_every_pack_uses(tiny_model, tiny_tokeniz
 
 
 @pytest.mark.slow
+@needs_cxx
 def test_flex_attention_never_runs_uncompiled():
     """Where dynamo cannot compile a call (here: its limit of graphs per function, set to
     one), the kernel raises rather than running FlexAttention uncompiled, which would
     materialise every head's ``L x L`` scores while the backend still says ``flex``."""
-    import shutil
-
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("compiling FlexAttention on CPU needs a C++ compiler")
     pack = Pack()
     pack.add_document([1] * 150, [(0, item((1,) * 150, 40))])
     layout = PackLayout(pack, "flex", torch.device("cpu"))
