@@ -19,7 +19,6 @@ The sync and async clients drive it the same way::
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 import httpx
@@ -34,18 +33,11 @@ from client._errors import (
     RewardClientError,
     ServerError,
     TransportError,
+    reindex_param,
 )
 from client._policy import Deadline, EndpointPool, RetryPolicy, parse_retry_after
 
 DEADLINE_HEADER = "X-Request-Timeout"
-_ITEM_INDEX = re.compile(r"^(items|query|labels|prompts)\[(\d+)\]")
-
-
-def reindex_param(param: str | None, offset: int) -> str | None:
-    """``items[3].ground_truth`` in a chunk starting at ``offset`` -> ``items[offset+3]...``."""
-    if not param or not offset:
-        return param
-    return _ITEM_INDEX.sub(lambda m: f"{m.group(1)}[{int(m.group(2)) + offset}]", param, count=1)
 
 
 class ErrorFields(NamedTuple):
@@ -233,8 +225,7 @@ class CallState:
         message = fields.message
         param = reindex_param(fields.param, self.item_offset)
         errors = tuple(
-            FieldError(reindex_param(e.param, self.item_offset) or e.param, e.message)
-            for e in fields.errors
+            e.shifted(self.item_offset) for e in fields.errors
         )
         where = f" (field {param})" if param else ""
         error_class: type[BadRequestError]

@@ -15,7 +15,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+
+# The request lists whose entries a 422 names by index, on every route.
+_LISTED_ENTRY = re.compile(r"^(items|query|labels|prompts)\[(\d+)\]")
+
+
+def reindex_param(param: str | None, offset: int) -> str | None:
+    """``items[3].ground_truth`` in a chunk starting at ``offset`` -> ``items[offset+3]...``;
+    a param that names no list entry is returned as it is."""
+    return _shift_entry(param, offset) if param else param
+
+
+def _shift_entry(param: str, offset: int) -> str:
+    if not offset:
+        return param
+    return _LISTED_ENTRY.sub(lambda m: f"{m.group(1)}[{int(m.group(2)) + offset}]", param, count=1)
 
 
 class FieldError(NamedTuple):
@@ -24,6 +40,19 @@ class FieldError(NamedTuple):
 
     param: str
     message: str
+
+    def entry(self) -> tuple[int, str] | None:
+        """``items[3].ground_truth.type`` -> ``(3, "ground_truth.type")``; the field is
+        ``""`` when the entry itself is named. None when ``param`` names no list entry
+        (``config.dars``, the body as a whole)."""
+        match = _LISTED_ENTRY.match(self.param)
+        if match is None:
+            return None
+        return int(match.group(2)), self.param[match.end() :].lstrip(".")
+
+    def shifted(self, offset: int) -> FieldError:
+        """The same error, its entry index moved by ``offset`` (see :func:`reindex_param`)."""
+        return self._replace(param=_shift_entry(self.param, offset))
 
 
 class RewardClientError(Exception):

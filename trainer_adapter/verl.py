@@ -33,7 +33,6 @@ returning 0. Configuration: ``SHOP_R1_*`` variables (see :mod:`trainer_adapter._
 from __future__ import annotations
 
 import asyncio
-import re
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,8 +42,6 @@ from trainer_adapter._results import flat_result
 from trainer_adapter._settings import AdapterSettings, async_client, sync_client
 
 __all__ = ["compute_score", "compute_score_batch", "item_for"]
-
-_ITEM = re.compile(r"^items\[(\d+)\]")
 
 
 def item_for(
@@ -166,11 +163,11 @@ def _errors_by_item(exc: BadRequestError, count: int) -> dict[int, list[FieldErr
     named = list(exc.errors) or [FieldError(exc.param or "", exc.message)]
     by_item: dict[int, list[FieldError]] = {}
     for error in named:
-        match = _ITEM.match(error.param)
-        if match is None or int(match.group(1)) >= count:
+        entry = error.entry()
+        if entry is None or entry[0] >= count:
             return {}
-        field = error.param[match.end() :].lstrip(".") or "item"
-        by_item.setdefault(int(match.group(1)), []).append(FieldError(field, error.message))
+        index, field = entry
+        by_item.setdefault(index, []).append(FieldError(field or "item", error.message))
     return by_item
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from client import DeadlineExceededError, RetryPolicy, RewardClient, ServerError
-from client._calls import reindex_param
+from client import DeadlineExceededError, FieldError, RetryPolicy, RewardClient, ServerError
+from client._errors import reindex_param
 from client._policy import EndpointPool, parse_retry_after, split_urls
 from tests.client.conftest import error_reply
 
@@ -56,6 +56,17 @@ def test_urls_and_param_reindexing():
         split_urls("a:1")
     assert reindex_param("items[3].ground_truth.name", 512) == "items[515].ground_truth.name"
     assert reindex_param("config.dars", 512) == "config.dars"
+    assert reindex_param(None, 512) is None
+
+
+def test_field_errors_name_their_list_entry():
+    error = FieldError("query[7].ground_truth.type", "unknown action type")
+    assert error.entry() == (7, "ground_truth.type")
+    assert error.shifted(100) == FieldError("query[107].ground_truth.type", "unknown action type")
+    assert FieldError("items[2]", "not an object").entry() == (2, "")
+    assert FieldError("prompts[0][1].content", "too long").entry() == (0, "[1].content")
+    assert FieldError("config.dars", "not a number").entry() is None
+    assert FieldError("config.dars", "x").shifted(5) == FieldError("config.dars", "x")
 
 
 def test_concurrency_is_bounded(staged_server, rules_server):
