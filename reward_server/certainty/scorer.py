@@ -100,6 +100,8 @@ class CertaintyScorer:
         self._model_exec: ThreadPoolExecutor | None = None
         self._tok_exec: ThreadPoolExecutor | None = None
         self._reload_lock: asyncio.Lock | None = None
+        self._batch_lock: asyncio.Lock | None = None  # held while a batch runs
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced backends being closed
         self._ready = False
         self._stopping = False
         self._rate = ItemRate()
@@ -143,6 +145,7 @@ class CertaintyScorer:
         self._tok_exec = ThreadPoolExecutor(1, thread_name_prefix="certainty-tokenize")
         self._wakeup = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._batch_lock = asyncio.Lock()
         try:
             self._backend = await loop.run_in_executor(
                 self._model_exec, self._load, self._model_setting
@@ -171,6 +174,8 @@ class CertaintyScorer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
         self._shutdown_executors()
         self._report_depth()
         if self._backend is not None:
@@ -191,8 +196,10 @@ class CertaintyScorer:
 
         The new model loads and warms up in a separate thread while scoring goes on; the
         swap happens between batches, so in-flight work finishes on the old weights and
-        items tokenised for the old model are re-tokenised for the new one. With a
-        ``reload_root`` only directories under it (symlinks resolved) are accepted.
+        items tokenised for the old model are re-tokenised for the new one. The old backend
+        is closed (its memory, or a vLLM engine's processes, handed back) once the batch
+        running on it has finished. With a ``reload_root`` only directories under it
+        (symlinks resolved) are accepted.
         """
         if not self._ready:
             raise ScorerNotReady("the scorer is not started")
@@ -200,8 +207,25 @@ class CertaintyScorer:
         assert self._reload_lock is not None
         async with self._reload_lock:
             backend = await asyncio.to_thread(self._load, str(path))
-            self._backend = backend
+            if self._stopping or not self._ready:
+                await asyncio.to_thread(backend.close)
+                raise ScorerNotReady("the scorer stopped while the new model was loading")
+            replaced, self._backend = self._backend, backend
             self._generation += 1
+            if replaced is not None:
+                task = asyncio.create_task(self._retire(replaced), name="certainty-retire")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, backend: ScoringBackend) -> None:
+        """Close a replaced backend after the batch that may still be running on it."""
+        assert self._batch_lock is not None
+        async with self._batch_lock:  # a batch reads the backend once, under this lock
+            pass
+        try:
+            await asyncio.to_thread(backend.close)
+        except Exception:  # the reload itself succeeded; the old model just lingers
+            log.exception("closing the replaced model failed")
 
     # ------------------------------------------------------------------ scoring
     async def score(
@@ -312,7 +336,7 @@ class CertaintyScorer:
 
     # ------------------------------------------------------------------ batch loop
     async def _batch_loop(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._batch_lock is not None
         loop = asyncio.get_running_loop()
         while not self._stopping:
             oldest = self._queue.oldest_enqueued()
@@ -336,7 +360,8 @@ class CertaintyScorer:
             if not batch:
                 continue
             try:
-                await self._run_batch(loop, batch)
+                async with self._batch_lock:
+                    await self._run_batch(loop, batch)
             except Exception as exc:  # a bug or a dead executor: fail this batch, keep serving
                 log.exception("certainty batch failed")
                 for e in batch:

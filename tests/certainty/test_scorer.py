@@ -228,10 +228,15 @@ async def test_reload_swaps_weights_and_checks_the_root(tiny_model_dirs, tmp_pat
     await wait_until(lambda: scorer.queue_depth == 1)
     await scorer.reload(str(dir2))
     assert scorer.model_name == "tiny-2"
+    # The replaced model is closed, but only once the batch running on it is done.
+    await asyncio.sleep(0.05)
+    assert backends[0].inner.model is not None
     backends[0].gate.set()
     assert (await inflight)[0].value == pytest.approx(want1, rel=1e-4)
     assert (await queued)[0].value == pytest.approx(want2, rel=1e-4)
     assert backends[0].batches == [1, 1] and backends[1].batches == [1]
+    await wait_until(lambda: backends[0].inner.model is None)
+    assert backends[1].inner.model is not None
     assert (await scorer.score([req]))[0].value == pytest.approx(want2, rel=1e-4)
 
     outside = tmp_path / "elsewhere"
@@ -243,6 +248,30 @@ async def test_reload_swaps_weights_and_checks_the_root(tiny_model_dirs, tmp_pat
             await scorer.reload(bad)
     assert scorer.model_name == "tiny-2"  # a refused reload keeps the current model
     await scorer.stop()
+
+
+async def test_a_reload_that_ends_after_stop_closes_its_model(tiny_model_dirs):
+    """stop() during a reload's load: the new model is closed, not left loaded unowned."""
+    root, (dir1, dir2) = tiny_model_dirs
+    loading, release = threading.Event(), threading.Event()
+    loaded: list[TransformersBackend] = []
+
+    def loader(model: str):
+        if loaded:  # the reload's load waits until stop() has run
+            loading.set()
+            assert release.wait(30)
+        loaded.append(TransformersBackend.from_pretrained(model, device="cpu"))
+        return loaded[-1]
+
+    scorer = build_scorer(model=str(dir1), max_wait_ms=0, reload_root=str(root), loader=loader)
+    await scorer.start()
+    reload = asyncio.create_task(scorer.reload(str(dir2)))
+    await asyncio.to_thread(loading.wait, 30)
+    await scorer.stop()
+    release.set()
+    with pytest.raises(ScorerNotReady, match="stopped while the new model was loading"):
+        await reload
+    assert [b.model is None for b in loaded] == [True, True]
 
 
 async def test_stop_closes_a_backend_that_has_engine_processes(gated):
