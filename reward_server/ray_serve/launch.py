@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -20,6 +22,8 @@ from typing import Any
 
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.settings import RAY_SERIES, RaySettings
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = f"pip install 'shop-r1-reward[ray]' (ray[serve]=={RAY_SERIES}.*)"
 DEFAULT_GCS_PORT = 6379
@@ -224,18 +228,60 @@ def deploy(server: ServerSettings, cluster: RaySettings, ready_timeout_s: float)
     from reward_server.ray_serve.app import build_application
 
     serve.start(http_options={"host": server.host, "port": server.port})
+    replacing = cluster.app_name in serve.status().applications
     try:
-        handle = serve.run(
-            build_application(server, cluster),
-            name=cluster.app_name,
-            route_prefix=cluster.route_prefix,
-        )
-    except RuntimeError as exc:
-        raise LaunchError(f"the application failed to deploy: {exc}") from None
-    wait_ready(handle, ready_timeout_s)
+        try:
+            handle = serve.run(
+                build_application(server, cluster),
+                name=cluster.app_name,
+                route_prefix=cluster.route_prefix,
+            )
+        except RuntimeError as exc:
+            causes = failed_deployments(cluster.app_name) or str(exc)
+            raise LaunchError(f"the application failed to deploy: {causes}") from None
+        wait_ready(handle, ready_timeout_s)
+    except BaseException:
+        # What this command deployed must not linger, holding resources, on a cluster it
+        # joined; an application it was replacing is left as Serve left it.
+        if not replacing:
+            try:
+                serve.delete(cluster.app_name)
+            except Exception:  # the launch error below matters more
+                log.exception("could not delete the failed application %r", cluster.app_name)
+        raise
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
     prefix = cluster.route_prefix.rstrip("/")
     return f"http://{host}:{server.port}{prefix}"
+
+
+def failed_deployments(app_name: str) -> str:
+    """Each failed deployment of ``app_name`` with the exception its replicas raised, read
+    from the end of its status message: ``CertaintyModel: ModelLoadError: cannot load ...``."""
+    from ray import serve
+
+    app = serve.status().applications.get(app_name)
+    if app is None:
+        return ""
+    causes = []
+    for name, deployment in app.deployments.items():
+        if str(deployment.status).endswith("DEPLOY_FAILED") and deployment.message:
+            causes.append(f"{name}: {last_exception(str(deployment.message))}")
+    return "; ".join(causes)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): ")
+
+
+def last_exception(text: str, limit: int = 1000) -> str:
+    """The last ``SomeError: message`` of a traceback, its message's further lines joined
+    with spaces and the type's module path dropped; the text's last line when none is found."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for at in range(len(lines) - 1, -1, -1):
+        match = _EXCEPTION_LINE.match(lines[at])
+        if match:
+            message = " ".join([lines[at][match.end() :], *lines[at + 1 :]])
+            return f"{match.group(1)}: {message}"[:limit]
+    return lines[-1][:limit] if lines else ""
 
 
 def wait_ready(handle: Any, timeout_s: float, probe_timeout_s: float = 30.0) -> None:

@@ -86,3 +86,20 @@ def test_bad_setting_from_the_environment_names_its_variable() -> None:
     result = _ray_serve("--model", "none", "--model-resources", "{oops")
     assert result.returncode == 2
     assert "--model-resources: not a JSON object" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_deployment_that_fails_on_a_joined_cluster_is_removed(ray_cluster, tmp_path) -> None:
+    """A model that cannot load: the command fails naming the cause, and the application
+    it deployed is not left behind on the cluster it joined (the cluster stays up)."""
+    from ray import serve
+
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    result = _ray_serve("--model", str(broken), "--ray-address", ray_cluster.address,
+                        "--port", str(ray_cluster.http_port), "--app-name", "cannot-load")
+    assert result.returncode == 2, result.stderr
+    assert "CertaintyModel: ModelLoadError: cannot load model from" in result.stderr
+    assert "cannot-load" not in serve.status().applications

@@ -18,7 +18,13 @@ from reward_server.certainty.types import (
 )
 from reward_server.config import ServerSettings
 from reward_server.ray_serve.coalesce import KeyedCoalescer
-from reward_server.ray_serve.launch import LaunchError, check_resources, parse_address, wait_ready
+from reward_server.ray_serve.launch import (
+    LaunchError,
+    check_resources,
+    last_exception,
+    parse_address,
+    wait_ready,
+)
 from reward_server.ray_serve.routing import group_by_prompt, prompt_key
 from reward_server.ray_serve.settings import PROMPT_HASH_ROUTER, RaySettings, split_settings
 from reward_server.ray_serve.wire import ModelFailure
@@ -282,3 +288,26 @@ def test_readiness_that_never_comes_is_a_launch_error_within_the_deadline() -> N
     # No probe waits past what is left of the deadline.
     assert all(t <= 0.1 for t in handle.timeouts)
     assert sum(handle.timeouts) <= 0.3 + 1e-9
+
+
+def test_a_failed_deployment_is_named_by_the_exception_at_the_end_of_its_traceback():
+    message = """The deployment failed to start 3 times in a row. See controller logs. Error:
+RuntimeError: Traceback (most recent call last):
+  File "tokenization_utils_tokenizers.py", line 422, in __init__
+    raise ValueError(
+ValueError: Couldn't instantiate the backend tokenizer from one of:
+(1) a serialization file
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "model_loading.py", line 160, in load_model_and_tokenizer
+reward_server.certainty.model_loading.ModelLoadError: cannot load model from '/m': Couldn't
+(1) a serialization file
+"""
+    assert last_exception(message) == (
+        "ModelLoadError: cannot load model from '/m': Couldn't (1) a serialization file"
+    )
+    assert last_exception("no traceback here\n  just words  \n") == "just words"
+    assert last_exception("") == ""
+    assert len(last_exception("KeyError: " + "x" * 5000)) == 1000
