@@ -258,18 +258,19 @@ def failed_deployments(app_name: str) -> str:
     """Each failed deployment of ``app_name`` with the exception its replicas raised, read
     from the end of its status message: ``CertaintyModel: ModelLoadError: cannot load ...``."""
     from ray import serve
+    from ray.serve.schema import DeploymentStatus
 
     app = serve.status().applications.get(app_name)
     if app is None:
         return ""
     causes = []
     for name, deployment in app.deployments.items():
-        if str(deployment.status).endswith("DEPLOY_FAILED") and deployment.message:
+        if deployment.status == DeploymentStatus.DEPLOY_FAILED and deployment.message:
             causes.append(f"{name}: {last_exception(str(deployment.message))}")
     return "; ".join(causes)
 
 
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): ")
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception)): ")
 
 
 def last_exception(text: str, limit: int = 1000) -> str:
