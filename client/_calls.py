@@ -224,9 +224,7 @@ class CallState:
     def _bad_request(self, url: str, status: int, fields: ErrorFields) -> BadRequestError:
         message = fields.message
         param = reindex_param(fields.param, self.item_offset)
-        errors = tuple(
-            e.shifted(self.item_offset) for e in fields.errors
-        )
+        errors = tuple(e.shifted(self.item_offset) for e in fields.errors)
         where = f" (field {param})" if param else ""
         error_class: type[BadRequestError]
         if status == 401:
