@@ -49,9 +49,11 @@ class AsyncRewardClient(BaseRewardClient):
         config: Mapping[str, Any] | None = None,
         self_certainty_source: CertaintySource | None = None,
         timeout: float | None = None,
+        profile: str | None = None,
     ) -> RewardBatch:
-        """Score ``items`` (``POST /v1/rewards``); results in the same order; all-or-nothing."""
-        plan = self._plan_score(items, config, self_certainty_source, timeout)
+        """Score ``items`` (``POST /v1/rewards``); results in the same order; all-or-nothing.
+        ``profile`` and ``config`` as in :meth:`RewardClient.score`."""
+        plan = self._plan_score(items, config, self_certainty_source, timeout, profile)
         if plan is None:
             return self._empty_batch()
 

@@ -33,9 +33,10 @@ class ScorePlan:
     deadline: Deadline
     config: Mapping[str, Any] | None
     self_certainty_source: CertaintySource | None
+    profile: str | None = None
 
     def body(self, chunk: Chunk) -> dict[str, Any]:
-        return request_body(chunk, self.config, self.self_certainty_source)
+        return request_body(chunk, self.config, self.self_certainty_source, self.profile)
 
 
 class BaseRewardClient:
@@ -97,13 +98,14 @@ class BaseRewardClient:
         config: Mapping[str, Any] | None,
         self_certainty_source: CertaintySource | None,
         timeout: float | None,
+        profile: str | None = None,
     ) -> ScorePlan | None:
         """The chunks to send for ``items``, or None when there is nothing to score."""
         checked = [as_score_item(item) for item in items]
         if not checked:
             return None
         return ScorePlan(plan_chunks(checked, self.chunk_size), self._deadline(timeout),
-                         config, self_certainty_source)
+                         config, self_certainty_source, profile)
 
     @staticmethod
     def _empty_batch() -> RewardBatch:

@@ -32,8 +32,11 @@ def request_body(
     chunk: Chunk,
     config: Mapping[str, Any] | None,
     self_certainty_source: str | None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"items": [item.to_wire() for item in chunk.items]}
+    if profile is not None:
+        body["profile"] = profile
     if config:
         body["config"] = dict(config)
     if self_certainty_source is not None:

@@ -56,13 +56,17 @@ class RewardClient(BaseRewardClient):
         config: Mapping[str, Any] | None = None,
         self_certainty_source: CertaintySource | None = None,
         timeout: float | None = None,
+        profile: str | None = None,
     ) -> RewardBatch:
         """Score ``items`` (``POST /v1/rewards``); results come back in the same order.
+
+        ``profile`` names a reward profile (``paper``, ``binary``, ...) that replaces the
+        server's for this call; ``config`` overrides apply on top of it.
 
         Raises a :class:`~client.RewardClientError` subclass when any chunk fails: the
         batch is all-or-nothing, never partly zero.
         """
-        plan = self._plan_score(items, config, self_certainty_source, timeout)
+        plan = self._plan_score(items, config, self_certainty_source, timeout, profile)
         if plan is None:
             return self._empty_batch()
 

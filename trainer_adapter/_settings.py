@@ -15,6 +15,9 @@ entry point: it is the one place that reads ``os.environ``. Variables:
                                    server's default: ``model`` when it has one)
 ``SHOP_R1_REWARD_CONFIG``          JSON object of per-request reward overrides, e.g.
                                    ``{"temperature": 0.6}``
+``SHOP_R1_REWARD_PROFILE``         reward profile of every request (``paper``, ``binary``,
+                                   ``no_format``, ...; default: the server's); the
+                                   overrides above apply on top of it
 ``SHOP_R1_REWARD_BATCH_WAIT_MS``   verl per-sample coalescing window (default 5)
 ``SHOP_R1_REWARD_BATCH_MAX_ITEMS`` verl per-sample coalescing batch cap (default 256)
 =================================  =========================================================
@@ -63,6 +66,7 @@ class AdapterSettings(BaseSettings):
     reward_max_attempts: int = Field(5, ge=1)
     self_certainty_source: CertaintySource | None = None
     reward_config: str | None = None  # JSON text, kept as text so the settings hash
+    reward_profile: str | None = None
     reward_batch_wait_ms: float = Field(5.0, ge=0)
     reward_batch_max_items: int = Field(256, ge=1)
 
@@ -98,7 +102,11 @@ class AdapterSettings(BaseSettings):
         }
 
     def score_kwargs(self) -> dict[str, Any]:
-        return {"config": self.config(), "self_certainty_source": self.self_certainty_source}
+        return {
+            "config": self.config(),
+            "self_certainty_source": self.self_certainty_source,
+            "profile": self.reward_profile,
+        }
 
 
 @lru_cache(maxsize=64)
