@@ -1,7 +1,8 @@
 """GRPO-shaped traffic from the real shopping steps: prompts with several completions each.
 
 A group is one shopping step (``data/shopping-steps``) turned into the chat prompt every
-trainer example sends (``examples/shop_rows.row``) and ``size`` sampled completions of it:
+trainer example sends (the task builder's rows, ``shop_task``) and ``size`` sampled
+completions of it:
 the exact next action, a partial one, a wrong type, a different rationale, and now and
 then a malformed answer, as a policy produces them. Items carry ids ``"g{group}-{k}"``.
 """
@@ -13,11 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from examples.shop_rows import row
-from tests.reliability.workload import RATIONALES, load_steps
+from shop_task import build_task
+from shop_task.rows import chat_row
+from tests.reliability.workload import RATIONALES
 
 
-def _completion(truth: dict[str, Any], step: dict[str, Any], rng: random.Random) -> str:
+def _completion(truth: dict[str, Any], rng: random.Random) -> str:
     predicted = dict(truth)
     roll = rng.random()
     if truth["type"] == "type_and_submit" and roll < 0.35:
@@ -27,26 +29,31 @@ def _completion(truth: dict[str, Any], step: dict[str, Any], rng: random.Random)
         predicted = {"type": "terminate"}
     elif roll < 0.5:
         predicted = {"type": "click", "name": "add_to_cart.buy_now"}
-    rationale = rng.choice(RATIONALES).format(q=step.get("text") or "something")
+    rationale = rng.choice(RATIONALES).format(q=truth.get("text") or "something")
     completion = json.dumps({"rationale": rationale, "action": predicted})
     if rng.random() < 0.05:
         return completion[: len(completion) // 2]  # truncated: a format failure
     return completion
 
 
+def _task_rows() -> list:
+    task = build_task()
+    return [*task.train, *task.test]
+
+
 def grpo_groups(groups: int, size: int, seed: int = 0) -> list[list[dict[str, Any]]]:
     """``groups`` lists of ``size`` request items (same prompt within a list)."""
     rng = random.Random(seed)
-    steps = load_steps()
+    rows = _task_rows()
     out = []
-    for g, step in enumerate(rng.sample(steps, groups)):
-        shop_row = row(step)
-        truth = json.loads(shop_row["ground_truth"])
+    for g, task_row in enumerate(rng.sample(rows, groups)):
+        shop_row = chat_row(task_row)
+        truth = task_row.ground_truth
         out.append([
             {
                 "id": f"g{g}-{k}",
                 "prompt": shop_row["prompt"],
-                "completion": _completion(truth, step, rng),
+                "completion": _completion(truth, rng),
                 "ground_truth": truth,
             }
             for k in range(size)
@@ -57,11 +64,10 @@ def grpo_groups(groups: int, size: int, seed: int = 0) -> list[list[dict[str, An
 def rules_items(count: int, seed: int = 0) -> list[dict[str, Any]]:
     """``count`` single items (no prompt) over distinct shopping steps."""
     rng = random.Random(seed)
-    steps = load_steps()
     items = []
-    for i, step in enumerate(rng.sample(steps, count)):
-        truth = json.loads(row(step)["ground_truth"])
-        items.append({"id": i, "completion": _completion(truth, step, rng), "ground_truth": truth})
+    for i, task_row in enumerate(rng.sample(_task_rows(), count)):
+        truth = task_row.ground_truth
+        items.append({"id": i, "completion": _completion(truth, rng), "ground_truth": truth})
     return items
 
 
