@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from reward_contract import CertaintySource
+from reward_contract.certainty import APPROXIMATE_DETAILS, approximate_reason
 from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
 from reward_server.config import RewardConfig
 from reward_server.protocol import (
@@ -130,11 +131,6 @@ def _parse_all(
     """``parse`` of every item's completion with the config's mode and length bound."""
     mode, max_chars = config.parse_mode, config.max_completion_chars
     return [parse(item.completion, mode, max_chars) for item in items]
-
-
-# Self-certainty is defined over the prompt and the completion (REWARD_CONTRACT.md §4);
-# without the prompt the value is a different quantity, so it is labelled, never passed off.
-NO_PROMPT_DETAIL = "computed on the completion alone: send the item's prompt for the exact value"
 
 
 def _prompt_fields(item: RewardItem) -> dict[str, object]:
@@ -283,8 +279,15 @@ class RewardService:
             info = Certainty(
                 "model", result.reason, result.detail, result.approximate, result.rationale_tokens
             )
-            if result.value is not None and not _prompt_fields(items[index]):
-                info = info._replace(reason="no_prompt", detail=NO_PROMPT_DETAIL, approximate=True)
+            # §4 defines the value over prompt and completion: one computed without the
+            # prompt is a different quantity, so it is labelled, never passed off.
+            reason = approximate_reason(
+                result.value, "model", prompt_sent=bool(_prompt_fields(items[index]))
+            )
+            if reason is not None:
+                info = info._replace(
+                    reason=reason, detail=APPROXIMATE_DETAILS[reason], approximate=True
+                )
             out[index] = (info, result.value)
         queue_seconds = max((r.queue_seconds for r in measured), default=0.0)
         forward_seconds = max((r.forward_seconds for r in measured), default=0.0)

@@ -1,12 +1,9 @@
-"""Helpers shared by the adapters: per-sample component values with a fixed key set.
+"""Per-sample log rows of the adapters, from the client's results.
 
-Every trainer that collects per-sample logs (OpenRLHF ``extra_logs``, verl
-``reward_extra_info``) needs the same keys on every sample, whatever the batch holds. A
-self-certainty that was not computed (format failure, no model, too long) is ``0.0``
-with ``self_certainty_missing`` = 1.0, so the mean over the samples that have one is
-``mean(self_certainty) / (1 - mean(self_certainty_missing))``; a value computed without
-the whole prompt (none sent, or cut by the trainer) has ``self_certainty_approximate`` =
-1.0 (REWARD_CONTRACT.md §4: it is defined over the prompt and the completion).
+The key set, the row and the approximate decision are the contract's
+(:mod:`reward_contract.logs`, :func:`reward_contract.certainty.approximate_reason`), the
+same as the service's ``/get_reward`` ``extra_logs``; this module only reads a client
+:class:`~client.RewardResult` into them.
 """
 
 from __future__ import annotations
@@ -15,24 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from client import RewardResult
-from reward_contract import RULE_COMPONENTS
+from reward_contract.certainty import approximate_reason
+from reward_contract.logs import LOG_KEYS, log_columns, log_row
 
-CERTAINTY_KEYS = ("self_certainty", "self_certainty_missing", "self_certainty_approximate")
-# Every per-sample key the adapters log besides ``score`` (verl) or the reward (OpenRLHF).
-LOG_KEYS = ("format_ok", *RULE_COMPONENTS, *CERTAINTY_KEYS)
+__all__ = ["LOG_KEYS", "component_lists", "flat_result", "log_fields", "mean"]
 
 
-def certainty_fields(result: RewardResult, prompt_cut: bool = False) -> dict[str, float]:
-    """``self_certainty`` (0.0 when missing), ``self_certainty_missing`` and
-    ``self_certainty_approximate`` of one result; ``prompt_cut`` marks a value computed on
-    a prompt the trainer cut (the service could not know)."""
+def log_fields(result: RewardResult, prompt_cut: bool = False) -> dict[str, float]:
+    """One result's :data:`~reward_contract.logs.LOG_KEYS` values; ``prompt_cut`` marks a
+    value computed on a prompt the trainer cut (the service could not know)."""
     value = result.components.self_certainty
-    approximate = value is not None and (result.certainty.approximate or prompt_cut)
-    return {
-        "self_certainty": 0.0 if value is None else float(value),
-        "self_certainty_missing": float(value is None),
-        "self_certainty_approximate": float(approximate),
-    }
+    approximate = result.certainty.approximate or approximate_reason(
+        value, result.certainty.source, prompt_sent=True, prompt_cut=prompt_cut
+    ) is not None
+    return log_row(result.components, result.format_ok, value, approximate)
 
 
 def component_lists(
@@ -40,8 +33,7 @@ def component_lists(
 ) -> dict[str, list[float]]:
     """Per-sample component values, one list per key, the same keys for any batch."""
     cut = list(prompt_cut) if prompt_cut is not None else [False] * len(results)
-    rows = [flat_result(result, was_cut) for result, was_cut in zip(results, cut, strict=True)]
-    return {key: [float(row[key]) for row in rows] for key in LOG_KEYS}
+    return log_columns([log_fields(r, was_cut) for r, was_cut in zip(results, cut, strict=True)])
 
 
 def flat_result(result: RewardResult, prompt_cut: bool = False) -> dict[str, Any]:
@@ -50,13 +42,8 @@ def flat_result(result: RewardResult, prompt_cut: bool = False) -> dict[str, Any
     ``score`` is the reward the policy is trained on (REWARD_CONTRACT.md §5, DARS scale);
     ``score_normalized`` is the 0..1 score.
     """
-    return {
-        "score": result.reward,
-        "score_normalized": result.score,
-        **{name: float(getattr(result.components, name)) for name in RULE_COMPONENTS},
-        **certainty_fields(result, prompt_cut),
-        "format_ok": float(result.format_ok),
-    }
+    return {"score": result.reward, "score_normalized": result.score,
+            **log_fields(result, prompt_cut)}
 
 
 def mean(values: list[float]) -> float | None:

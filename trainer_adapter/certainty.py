@@ -1,7 +1,9 @@
 """Self-certainty from a trainer's own logits, to send as ``self_certainty_source="provided"``.
 
-REWARD_CONTRACT.md §4. For each rationale token position t with logits row ``z_t`` (the
-row that predicted that token), temperature ``T`` and row width ``V``:
+REWARD_CONTRACT.md §4, stated in :mod:`reward_contract.certainty` (which also holds the
+rationale span and token mask re-exported here). For each rationale token position t with
+logits row ``z_t`` (the row that predicted that token), temperature ``T`` and row width
+``V``:
 
 * ``kl_uniform`` (default) = KL(U || p_t) = ``logsumexp(z/T) - mean(z/T) - log V``
 * ``kl_to_uniform``        = KL(p_t || U) = ``log V - H(softmax(z/T))``
@@ -21,78 +23,24 @@ completion tokens (``rationale_token_mask``). Example::
     values = self_certainty(logits[:, P - 1 : -1], mask, temperature=0.6)   # shape [1]
 
 torch is imported inside the functions (this module is optional; nothing else in
-``trainer_adapter`` imports it). The span helpers need no torch.
+``trainer_adapter`` imports it). The span helpers need no torch. The service reduces its
+rows with ``reward_server.certainty.reductions``, which this package may not import (the
+adapters depend on the client only); ``tests/contract`` checks that both give the same
+values.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from reward_contract import CertaintyKind
+from reward_contract.certainty import CERTAINTY_KINDS, rationale_char_span, rationale_token_mask
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["rationale_char_span", "rationale_token_mask", "self_certainty"]
-
-Kind = Literal["kl_uniform", "kl_to_uniform"]
-_decoder = json.JSONDecoder()
-
-
-def rationale_char_span(completion: str) -> tuple[int, int] | None:
-    """``(start, end)`` character span of the rationale's string value (between its quotes,
-    escapes included) in a completion that is one JSON object, else None.
-
-    >>> rationale_char_span('{"rationale": "I search", "action": {"type": "terminate"}}')
-    (15, 23)
-    """
-    text = completion
-    index = len(text) - len(text.lstrip())
-    if index >= len(text) or text[index] != "{":
-        return None
-    index += 1
-    try:
-        while True:
-            index = _skip_space(text, index)
-            if text[index] == "}":
-                return None
-            if text[index] != '"':
-                return None
-            key, index = json.decoder.scanstring(text, index + 1)
-            index = _skip_space(text, index)
-            if text[index] != ":":
-                return None
-            index = _skip_space(text, index + 1)
-            if key == "rationale" and text[index] == '"':
-                _, end = json.decoder.scanstring(text, index + 1)
-                return index + 1, end - 1
-            _, index = _decoder.raw_decode(text, index)
-            index = _skip_space(text, index)
-            if text[index] == ",":
-                index += 1
-            elif text[index] == "}":
-                return None
-            else:
-                return None
-    except (IndexError, ValueError):
-        return None
-
-
-def _skip_space(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\r\n":
-        index += 1
-    return index
-
-
-def rationale_token_mask(
-    offsets: Sequence[tuple[int, int]], span: tuple[int, int] | None
-) -> list[bool]:
-    """True for each token whose character span overlaps ``span`` (the rationale value)."""
-    if span is None:
-        return [False] * len(offsets)
-    start, end = span
-    return [token_start < end and token_end > start for token_start, token_end in offsets]
 
 
 def self_certainty(
@@ -100,7 +48,7 @@ def self_certainty(
     mask: torch.Tensor,
     *,
     temperature: float = 1.0,
-    kind: Kind = "kl_uniform",
+    kind: CertaintyKind = "kl_uniform",
     chunk_rows: int = 1024,
 ) -> torch.Tensor:
     """Mean self-certainty over the masked positions of each row: shape ``[batch]``, float32.
@@ -118,8 +66,8 @@ def self_certainty(
         )
     if not temperature > 0:
         raise ValueError("temperature must be positive")
-    if kind not in ("kl_uniform", "kl_to_uniform"):
-        raise ValueError(f"unknown kind {kind!r}: use 'kl_uniform' or 'kl_to_uniform'")
+    if kind not in CERTAINTY_KINDS:
+        raise ValueError(f"unknown kind {kind!r}: use one of {CERTAINTY_KINDS}")
     batch, length, width = logits.shape
     with torch.no_grad():
         flat_mask = mask.reshape(-1).to(torch.bool)

@@ -8,7 +8,8 @@ call (chunked, retried, order and length checked).
   an over-long prompt from the left before generating, so a query may hold only the end
   of its prompt: the response then starts after that end (:func:`reward_contract.query.split_query`)
   and the sample's self-certainty, computed on the part of the prompt the policy saw, is
-  flagged ``self_certainty_approximate`` = 1;
+  flagged ``self_certainty_approximate`` = 1 (the same reading as the service's URL mode:
+  :mod:`reward_contract.samples`);
 * ``prompts``: the templated prompts;
 * ``labels``: the ``--data.label_key`` column: each row's ground-truth action, a JSON
   string such as ``'{"type": "click", "name": "buy_now"}'`` (or a dict).
@@ -16,7 +17,7 @@ call (chunked, retried, order and length checked).
 Returns ``{"rewards", "scores", "extra_logs"}``: ``rewards`` the Shop-R1 reward (feeds the
 advantage), ``scores`` its 0..1 normalisation (dynamic filtering), ``extra_logs`` the same
 keys for every sample (OpenRLHF concatenates them across samples; see
-:mod:`trainer_adapter._results` for how a missing self-certainty is written). Values are
+:mod:`reward_contract.logs` for how a missing self-certainty is written). Values are
 ``torch`` tensors when torch is already loaded (always, inside OpenRLHF), else plain
 lists: this module never imports torch itself.
 
@@ -39,8 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from client import ScoreItem
-from reward_contract import strip_end_markers
-from reward_contract.query import split_query
+from reward_contract.samples import SampleNames, check_lengths, openrlhf_sample
 from trainer_adapter._results import LOG_KEYS, component_lists
 from trainer_adapter._settings import AdapterSettings, sync_client
 
@@ -54,31 +54,19 @@ def build_items(
 ) -> tuple[list[ScoreItem], list[bool]]:
     """Score items from OpenRLHF's three lists, and which prompts the trainer had cut.
 
-    The response is the query after its prompt (or after the end of a prompt cut from the
-    left), without trailing end-of-turn markers.
+    Each sample is read as the service's ``/get_reward`` reads it
+    (:func:`reward_contract.samples.openrlhf_sample`); a sample that fails a check raises
+    :class:`~reward_contract.samples.SampleError` (a ``ValueError``) naming its list entry.
     """
-    if not len(queries) == len(prompts) == len(labels):
-        raise ValueError(
-            f"OpenRLHF passed {len(queries)} queries, {len(prompts)} prompts and {len(labels)} "
-            "labels; they must be aligned"
-        )
+    check_lengths(len(queries), prompts=len(prompts), labels=len(labels))
     items, cut = [], []
     for index, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
-        if label is None or label == "":
-            raise ValueError(
-                f"labels[{index}] is empty: OpenRLHF sends the dataset column named by "
-                "--data.label_key (--label_key before v0.11); set it to the ground-truth column"
-            )
-        split = split_query(query, prompt)
-        if split is None:
-            raise ValueError(
-                f"queries[{index}] holds neither prompts[{index}] nor the end of it: cannot "
-                "tell where the response starts"
-            )
-        response = strip_end_markers(split.response)
-        prompt_seen = split.prompt or None
-        items.append(ScoreItem(completion=response, ground_truth=label, prompt=prompt_seen))
-        cut.append(split.truncated)
+        names = SampleNames(f"queries[{index}]", f"labels[{index}]", f"prompts[{index}]")
+        sample = openrlhf_sample(query, prompt, label, names)
+        items.append(
+            ScoreItem(completion=sample.response, ground_truth=sample.label, prompt=sample.prompt)
+        )
+        cut.append(sample.prompt_cut)
     return items, cut
 
 

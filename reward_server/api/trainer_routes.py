@@ -11,13 +11,24 @@ during start-up would lose every reward of the first steps. A load that failed a
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
-from reward_contract import RULE_COMPONENTS, strip_end_markers
-from reward_contract.query import split_query
+from reward_contract import strip_end_markers
+from reward_contract.certainty import APPROXIMATE_DETAILS, approximate_reason
+from reward_contract.logs import log_columns, log_row
+from reward_contract.samples import (
+    SLIME_LABEL_HINT,
+    SampleError,
+    SampleNames,
+    check_label,
+    check_lengths,
+    openrlhf_sample,
+)
 from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.errors import ApiError
 from reward_server.api.routes import ERRORS, check_count, context_of
@@ -31,48 +42,20 @@ from reward_server.protocol import (
 )
 from reward_server.results import ItemResult, result_dict
 
-# How each trainer names the dataset column it sends as the label: an unset column
-# arrives as "" (OpenRLHF) or null (slime), and only the trainer's flag fixes that.
-OPENRLHF_LABEL_HINT = (
-    "OpenRLHF sends the dataset column named by --data.label_key (--label_key before "
-    "v0.11) as the label: set it to the ground-truth action column"
-)
-SLIME_LABEL_HINT = (
-    "slime sends the dataset column named by --label-key as the label: set it to the "
-    "ground-truth action column"
-)
-PROMPT_TRUNCATED_DETAIL = (
-    "computed with the end of the prompt only: the trainer cut the prompt from the left "
-    "to fit its length budget"
-)
+
+@contextmanager
+def _refused_as_422() -> Iterator[None]:
+    """A sample that fails a contract check is a 422 naming the trainer's field."""
+    try:
+        yield
+    except SampleError as exc:
+        raise ApiError(exc.message, exc.param) from None
 
 
-class TrainerFields(NamedTuple):
-    """How one sample's fields are named in a trainer's body (``labels[3]``, ``label``)."""
-
-    completion: str
-    label: str
-    prompt: str
-
-    def param(self, field: str) -> str:
-        """The trainer's name of a :class:`RewardItem` field path: ``ground_truth.name``
-        becomes ``labels[3].name``, ``prompt[0].content`` becomes ``prompts[3][0].content``."""
-        for ours, theirs in (
-            ("ground_truth", self.label), ("prompt", self.prompt), ("completion", self.completion)
-        ):
-            if field == ours or field.startswith((ours + ".", ours + "[")):
-                return theirs + field.removeprefix(ours)
-        return field
+SLIME_FIELDS = SampleNames("response", "label", "prompt")
 
 
-SLIME_FIELDS = TrainerFields("response", "label", "prompt")
-
-
-def _item(
-    completion: str, label: Any, prompt: Any, fields: TrainerFields, label_hint: str
-) -> RewardItem:
-    if label is None or label == "":
-        raise ApiError(f"{fields.label} is empty: {label_hint}", fields.label)
+def _item(completion: str, label: Any, prompt: Any, fields: SampleNames) -> RewardItem:
     try:
         return RewardItem(completion=completion, ground_truth=label, prompt=prompt)
     except ValidationError as exc:
@@ -80,33 +63,27 @@ def _item(
         raise ApiError(message, fields.param(field)) from None
 
 
-def _mark_truncated(result: ItemResult) -> ItemResult:
+def _mark_approximate(result: ItemResult, prompt_cut: bool) -> ItemResult:
     """A self-certainty computed on a cut prompt is labelled, never passed off as exact."""
-    if result.breakdown.self_certainty is None or result.certainty.source != "model":
+    reason = approximate_reason(
+        result.breakdown.self_certainty, result.certainty.source,
+        prompt_sent=True, prompt_cut=prompt_cut,
+    )
+    if reason is None:
         return result
     certainty = result.certainty._replace(
-        reason="prompt_truncated", detail=PROMPT_TRUNCATED_DETAIL, approximate=True
+        reason=reason, detail=APPROXIMATE_DETAILS[reason], approximate=True
     )
     return result._replace(certainty=certainty)
 
 
 def extra_logs(results: list[ItemResult]) -> dict[str, list[float]]:
-    """Per-sample logs with the same keys on every response, whatever the batch holds.
-
-    OpenRLHF concatenates the ``extra_logs`` of one-sample responses and splits them per
-    experience, so a key missing from one response breaks the step. A self-certainty
-    that was not computed is ``0.0`` with ``self_certainty_missing`` = 1: the mean over
-    the samples that have one is ``mean(self_certainty) / (1 - mean(self_certainty_missing))``.
-    ``self_certainty_approximate`` = 1 marks a value computed without the whole prompt.
-    """
-    breakdowns = [r.breakdown for r in results]
-    logs = {name: [float(getattr(b, name)) for b in breakdowns] for name in RULE_COMPONENTS}
-    logs["format_ok"] = [float(b.failure_reason is None) for b in breakdowns]
-    values = [b.self_certainty for b in breakdowns]
-    logs["self_certainty"] = [0.0 if value is None else float(value) for value in values]
-    logs["self_certainty_missing"] = [float(value is None) for value in values]
-    logs["self_certainty_approximate"] = [float(r.certainty.approximate) for r in results]
-    return logs
+    """Per-sample logs with the same keys on every response (:mod:`reward_contract.logs`)."""
+    return log_columns([
+        log_row(r.breakdown, r.breakdown.failure_reason is None, r.breakdown.self_certainty,
+                r.certainty.approximate)
+        for r in results
+    ])
 
 
 async def openrlhf_reward(request: Request) -> dict[str, Any]:
@@ -122,29 +99,19 @@ async def openrlhf_reward(request: Request) -> dict[str, Any]:
     count = len(body.query)
     prompts = body.prompts if body.prompts is not None else [""] * count
     labels = body.labels if body.labels is not None else [None] * count
-    for name, values in (("prompts", prompts), ("labels", labels)):
-        if len(values) != count:
-            raise ApiError(f"{len(values)} {name} for {count} queries", name)
+    with _refused_as_422():
+        check_lengths(count, prompts=len(prompts), labels=len(labels))
     check_count(request, count, "query")
     items, truncated = [], []
     for index, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
-        split = split_query(query, prompt)
-        if split is None:
-            raise ApiError(
-                "the query holds neither the prompt nor the end of it: cannot tell where "
-                "the response starts",
-                f"query[{index}]",
-            )
-        response = strip_end_markers(split.response)
-        fields = TrainerFields(f"query[{index}]", f"labels[{index}]", f"prompts[{index}]")
-        items.append(_item(response, label, split.prompt or None, fields, OPENRLHF_LABEL_HINT))
-        truncated.append(split.truncated)
+        fields = SampleNames(f"query[{index}]", f"labels[{index}]", f"prompts[{index}]")
+        with _refused_as_422():
+            sample = openrlhf_sample(query, prompt, label, fields)
+        items.append(_item(sample.response, sample.label, sample.prompt, fields))
+        truncated.append(sample.prompt_cut)
     await ctx.wait_ready(deadline)
     scored = await ctx.service.score(RewardRequest(items=items), deadline)
-    results = [
-        _mark_truncated(result) if cut else result
-        for result, cut in zip(scored.results, truncated, strict=True)
-    ]
+    results = [_mark_approximate(r, cut) for r, cut in zip(scored.results, truncated, strict=True)]
     return {
         "rewards": [r.breakdown.reward for r in results],
         "scores": [r.breakdown.score for r in results],
@@ -161,9 +128,9 @@ async def slime_reward(request: Request) -> dict[str, Any]:
     deadline = ctx.deadline_from(request.headers)
     body = await validated_body(request, SlimeRequest)
     check_count(request, 1, "response")
-    item = _item(
-        strip_end_markers(body.response), body.label, body.prompt, SLIME_FIELDS, SLIME_LABEL_HINT
-    )
+    with _refused_as_422():
+        check_label(body.label, SLIME_FIELDS.label, SLIME_LABEL_HINT)
+    item = _item(strip_end_markers(body.response), body.label, body.prompt, SLIME_FIELDS)
     await ctx.wait_ready(deadline)
     scored = await ctx.service.score(RewardRequest(items=[item]), deadline)
     result = result_dict(scored.results[0])

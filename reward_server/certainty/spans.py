@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# The overlap rule is the contract's, shared with the trainers' own self-certainty.
+from reward_contract.certainty import overlapping_positions
 
-def overlapping_positions(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> list[int]:
-    """Indices of the tokens whose ``[a, b)`` overlaps ``[start, end)``."""
-    start, end = span
-    if end <= start:
-        return []
-    return [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+__all__ = ["encode_with_offsets", "offsets_by_decoding", "overlapping_positions"]
 
 
 def encode_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
