@@ -287,8 +287,9 @@ def describe_validation_error(error: Mapping[str, Any]) -> tuple[str, str]:
 MAX_LISTED_ERRORS = 1024
 
 
-class FieldError(BaseModel):
-    """One invalid field of a 422: where (``items[3].ground_truth.name``) and why."""
+class InvalidField(BaseModel):
+    """One invalid field of a 422: where (``items[3].ground_truth.name``) and why (the
+    client reads it as ``client.FieldError``)."""
 
     param: str
     message: str
@@ -299,7 +300,7 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: int
-    errors: list[FieldError] | None = Field(
+    errors: list[InvalidField] | None = Field(
         None,
         description="422 of an invalid body: every invalid field, one entry each, in body "
         f"order (at most {MAX_LISTED_ERRORS}); the first is `param`",
