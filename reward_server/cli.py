@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, TextIO
 from pydantic import ValidationError
 
 from reward_server import __version__
-from reward_server.config import RewardConfig, load_config
+from reward_server.config import PROFILES, RewardConfig, load_config
 from reward_server.protocol import RewardItem, describe_validation_error
 from reward_server.results import (
     NO_CERTAINTY,
@@ -32,7 +32,10 @@ from reward_server.rewards.metrics import EvalMetrics
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="paper", help="reward profile (default: paper)")
+    parser.add_argument(
+        "--profile", default="paper", choices=sorted(PROFILES),
+        help="reward profile (REWARD_CONTRACT.md §8; default: paper)",
+    )
     parser.add_argument("--config", dest="config_path", help="JSON file of config overrides")
     parser.add_argument("--parse-mode", choices=["strict", "lenient"], help="override parse mode")
 

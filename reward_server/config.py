@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 from reward_contract import CertaintyKind
 
 ParseMode = Literal["strict", "lenient"]
+# How the action is credited: the hierarchical reward of REWARD_CONTRACT.md §3, or the
+# binary baseline (exact_action_weight for an exactly right action, §6, else 0).
+ActionRewardKind = Literal["hierarchical", "binary"]
 
 # Bounds that keep every reward finite: with each weight <= MAX_WEIGHT, similarities in
 # [0, 1] and |self-certainty| <= MAX_SELF_CERTAINTY, no sum or product can overflow.
@@ -39,7 +42,8 @@ class RewardConfig(BaseModel):
 
     Best attainable rewards (REWARD_CONTRACT.md §3) follow from the weights:
     ``terminate = format + type``; ``click = format + type + click_name_presence + dars``;
-    ``type_and_submit = format + type + 2 presence weights + name_similarity + dars``.
+    ``type_and_submit = format + type + 2 presence weights + name_similarity + dars``;
+    with ``action_reward="binary"``, ``format + exact_action_weight`` for every type.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +77,14 @@ class RewardConfig(BaseModel):
         1.0, ge=MIN_TEMPERATURE, le=100, description="logits temperature T"
     )
     parse_mode: ParseMode = "strict"
+    action_reward: ActionRewardKind = Field(
+        "hierarchical",
+        description="'hierarchical' (§3) or 'binary': exact_action_weight for an exactly"
+        " right action (§6), else 0",
+    )
+    exact_action_weight: float = Field(
+        1.0, ge=0, le=MAX_WEIGHT, description="binary: credit of an exactly right action"
+    )
     max_completion_chars: int = Field(
         32_768, gt=0, le=MAX_COMPLETION_CHARS,
         description="longer completions fail format: too_long",
@@ -99,6 +111,8 @@ class RewardConfig(BaseModel):
 
     def best_for(self, action_type: str) -> float:
         """Best attainable ``format + type + attribute + value`` for a ground-truth type."""
+        if self.action_reward == "binary":
+            return self.format_weight + self.exact_action_weight
         if action_type == "click":
             return self.best_click
         if action_type == "type_and_submit":
@@ -116,10 +130,16 @@ class RewardConfig(BaseModel):
         return _config_hash(self)
 
 
+# The paper's Table 3 ablations and its binary baseline (REWARD_CONTRACT.md §8).
 PROFILES: dict[str, RewardConfig] = {
     "paper": RewardConfig(),
-    # Ablation in the paper's Table 3: no difficulty-aware scaling.
+    # No difficulty-aware scaling.
     "no_dars": RewardConfig(dars=1.0),
+    # "RL (binary)": format kept, 1 for an exactly right action, else 0; no self-certainty.
+    "binary": RewardConfig(action_reward="binary", alpha=0.0),
+    # No format reward; a completion that cannot be parsed still earns 0 in total.
+    "no_format": RewardConfig(format_weight=0.0),
+    "no_self_certainty": RewardConfig(alpha=0.0),
 }
 
 
@@ -166,7 +186,7 @@ class ServerSettings(BaseSettings):
     cache_dir: str = Field(
         "~/.cache/shop-r1-reward", description="where the de-quantised embedded model is cached"
     )
-    profile: str = Field("paper", description="reward profile")
+    profile: str = Field("paper", description="reward profile: " + ", ".join(PROFILES))
     config_path: str | None = Field(None, description="JSON file of reward setting overrides")
     api_key: str | None = Field(
         None,

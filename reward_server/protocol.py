@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from reward_contract import RULE_COMPONENTS, ActionType, CertaintySource
-from reward_server.config import MAX_SELF_CERTAINTY, RewardConfig
+from reward_server.config import MAX_SELF_CERTAINTY, PROFILES, RewardConfig
 from reward_server.rewards.errors import GroundTruthError
 from reward_server.rewards.parsing import parse_ground_truth
 from reward_server.rewards.types import Action
@@ -114,6 +114,17 @@ ConfigOverrides = _overrides_model()
 ConfigOverrides.__doc__ = "Per-request reward settings; each is bounded like RewardConfig's."
 
 
+def _known_profile(name: str) -> str:
+    if name not in PROFILES:
+        raise ValueError(f"unknown reward profile {name!r}; known: {', '.join(sorted(PROFILES))}")
+    return name
+
+
+ProfileName = Annotated[
+    str, AfterValidator(_known_profile), Field(json_schema_extra={"enum": sorted(PROFILES)})
+]
+
+
 def overrides_dict(overrides: BaseModel) -> dict[str, Any]:
     """The settings a :data:`ConfigOverrides` actually sets."""
     return overrides.model_dump(exclude_none=True)
@@ -167,6 +178,10 @@ MAX_ITEMS_CEILING = 65_536
 
 class RewardRequest(_Strict):
     items: list[RewardItem] = Field(max_length=MAX_ITEMS_CEILING)
+    profile: ProfileName | None = Field(
+        None, description="reward profile for this request instead of the server's;"
+        " `config` overrides apply on top of it",
+    )
     config: ConfigOverrides | None = None  # type: ignore[valid-type]
     self_certainty_source: CertaintySource | None = Field(
         None, description="`model` (served model), `provided` (item.self_certainty) or `none`;"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from reward_contract import CertaintySource
 from reward_contract.certainty import APPROXIMATE_DETAILS, approximate_reason
 from reward_server.certainty.types import CertaintyRequest, CertaintyResult, ScorerError
-from reward_server.config import RewardConfig
+from reward_server.config import RewardConfig, load_config
 from reward_server.protocol import (
     ConfigOverrides,
     EvaluateItem,
@@ -107,8 +107,13 @@ def _config_with(base: RewardConfig, overrides: tuple[tuple[str, object], ...]) 
     return base.with_overrides(dict(overrides))
 
 
-def effective_config(base: RewardConfig, overrides: ConfigOverrides | None) -> RewardConfig:
-    """``base`` with a request's overrides applied (validated, cached per distinct set)."""
+def effective_config(
+    base: RewardConfig, overrides: ConfigOverrides | None, profile: str | None = None
+) -> RewardConfig:
+    """``base``, or the named ``profile`` in its place, with a request's overrides applied
+    (validated, cached per distinct set)."""
+    if profile is not None:
+        base = load_config(profile)
     if overrides is None:
         return base
     values = overrides_dict(overrides)
@@ -169,7 +174,7 @@ class RewardService:
     async def score(self, request: RewardRequest, deadline: float | None = None) -> ScoredBatch:
         """Rewards for every item of ``request``, in order (REWARD_CONTRACT.md §5)."""
         started = time.perf_counter()
-        config = effective_config(self.config, request.config)
+        config = effective_config(self.config, request.config, request.profile)
         source = request.self_certainty_source or self.default_source
         items = request.items
         self._check_source(items, source)

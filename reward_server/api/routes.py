@@ -10,7 +10,7 @@ from reward_server import __version__, telemetry
 from reward_server.api.bodies import add_body_schemas, body_openapi, validated_body
 from reward_server.api.context import AppContext
 from reward_server.api.errors import ApiError, Forbidden, NotReady, PayloadTooLarge
-from reward_server.config import MAX_COMPLETION_CHARS
+from reward_server.config import MAX_COMPLETION_CHARS, PROFILES
 from reward_server.protocol import (
     MAX_ID_CHARS,
     MAX_PROMPT_CHARS,
@@ -85,11 +85,14 @@ async def readyz(request: Request) -> dict[str, Any]:
 
 
 async def config(request: Request) -> dict[str, Any]:
-    """The effective reward config, its hash, the model and the limits."""
+    """The effective reward config, the profile it starts from (and the profiles a request
+    may name instead), its hash, the model and the limits."""
     ctx = context_of(request)
     settings = ctx.settings
     return {
         "version": __version__,
+        "profile": settings.profile,
+        "profiles": sorted(PROFILES),
         "config": ctx.service.config.model_dump(),
         "config_hash": ctx.service.config.config_hash(),
         "model": ctx.scorer.model_name if ctx.scorer else None,

@@ -26,15 +26,25 @@ def exact_match(
     outcome: ParsedCompletion | FormatFailure, ground_truth: Action, threshold: float
 ) -> bool:
     """Whether a prediction is an exact action match (definition above)."""
-    if isinstance(outcome, FormatFailure) or outcome.action.type != ground_truth.type:
+    if isinstance(outcome, FormatFailure):
         return False
     pred = outcome.action
-    if ground_truth.type == "terminate":
+    return is_exact_action(pred.type, pred.name, pred.text, ground_truth, threshold)
+
+
+def is_exact_action(
+    pred_type: str, pred_name: str, pred_text: str, ground_truth: Action, threshold: float
+) -> bool:
+    """Whether a well-formed prediction's action, given by its fields, exactly matches
+    ``ground_truth`` (definition above; also the binary action reward's test)."""
+    if pred_type != ground_truth.type:
+        return False
+    if pred_type == "terminate":
         return True
-    names_equal = pred.name.strip() == ground_truth.name.strip()
-    if ground_truth.type == "click":
+    names_equal = pred_name.strip() == ground_truth.name.strip()
+    if pred_type == "click":
         return names_equal
-    return names_equal and rouge_l_f1(pred.text, ground_truth.text) >= threshold
+    return names_equal and rouge_l_f1(pred_text, ground_truth.text) >= threshold
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from reward_server.config import RewardConfig
-from reward_server.rewards.action import RuleWeights, action_parts, rule_weights
+from reward_server.rewards.action import RuleWeights, rule_weights
 from reward_server.rewards.errors import CompletionTypeError, RewardInputError
 from reward_server.rewards.parsing import (
     ParsedFields,
@@ -58,7 +58,7 @@ def _compose(
         failed = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None, None, None, None, None, None,
                   outcome[0], outcome[1])  # fmt: skip
         return _tuple_new(RewardBreakdown, failed)
-    type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
+    type_part, attribute, value = weights.parts(action_type, name, text, ground_truth, weights)
     rules = weights.format + type_part + attribute + value
     reward = rules if self_certainty is None else rules + weights.alpha * self_certainty
     best = weights.best[ground_truth.type]
@@ -172,7 +172,7 @@ def _reward_only(
     if type(outcome) is FormatFailure:
         return 0.0
     _, action_type, name, text, _ = outcome  # type: ignore[misc]
-    type_part, attribute, value = action_parts(action_type, name, text, ground_truth, weights)
+    type_part, attribute, value = weights.parts(action_type, name, text, ground_truth, weights)
     rules = weights.format + type_part + attribute + value
     return rules if self_certainty is None else rules + weights.alpha * self_certainty
 

@@ -24,6 +24,7 @@ FLOAT_FIELDS = [
     "dars",
     "similarity_threshold",
     "alpha",
+    "exact_action_weight",
     "temperature",
 ]
 
@@ -140,6 +141,8 @@ CHANGES = {
     "temperature": 0.6,
     "parse_mode": "lenient",
     "max_completion_chars": 1000,
+    "action_reward": "binary",
+    "exact_action_weight": 2.0,
 }
 
 
