@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
-from client._base import (
-    CONFIG_PATH,
-    EVALUATE_PATH,
-    PROBE_TIMEOUT,
-    READY_PATH,
-    REWARDS_PATH,
-    BaseRewardClient,
-)
+from client._base import CONFIG_PATH, EVALUATE_PATH, REWARDS_PATH, BaseRewardClient
 from client._batching import Chunk, assemble, parse_chunk
 from client._policy import Deadline
+from client._steps import (
+    PROBE_TIMEOUT,
+    Acquire,
+    Outcome,
+    Probe,
+    Release,
+    Send,
+    Sleep,
+    Step,
+    drive_async,
+    ready_steps,
+    request_steps,
+)
 from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
@@ -87,20 +92,7 @@ class AsyncRewardClient(BaseRewardClient):
 
     async def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Wait until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        pending = list(self.pool.urls)
-        while pending:
-            for url in list(pending):
-                try:
-                    response = await self._http.get(url + READY_PATH, timeout=PROBE_TIMEOUT)
-                    if response.status_code == 200:
-                        pending.remove(url)
-                except httpx.TransportError:
-                    pass
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {timeout:g}s: {', '.join(pending)}")
-            if pending:
-                await asyncio.sleep(interval)
+        await drive_async(ready_steps(self.pool.urls, timeout, interval), self._perform)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -111,32 +103,40 @@ class AsyncRewardClient(BaseRewardClient):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    # -- I/O of the shared request loop (client._steps) ----------------------------------
     async def _request(
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0
     ) -> tuple[str, Any]:
-        call = self._call(deadline, offset)
-        while True:
-            url, wait = call.plan()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                async with asyncio.timeout(max(0.0, deadline.remaining())):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise call.deadline_error("every connection slot stayed busy") from None
-            if deadline.expired():
+        steps = request_steps(self._call(deadline, offset), method, path, body)
+        return await drive_async(steps, self._perform)  # type: ignore[no-any-return]
+
+    async def _perform(self, step: Step) -> Outcome:
+        """One step, on the event loop."""
+        match step:
+            case Sleep(seconds):
+                if seconds > 0:
+                    await asyncio.sleep(seconds)
+            case Acquire(timeout):
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    return False
+                return True
+            case Release():
                 self._slots.release()
-                raise call.deadline_error("every connection slot stayed busy")
-            try:
-                response = await self._http.request(
-                    method, url + path, json=body, headers=call.headers(),
-                    timeout=call.attempt_timeout(),
-                )
-            except httpx.TransportError as exc:
-                call.transport_failed(url, exc)
-                continue
-            finally:
-                self._slots.release()
-            payload = call.handle(url, response)
-            if payload is not None:
-                return url, payload
+            case Probe(url):
+                try:
+                    return await self._http.get(url, timeout=PROBE_TIMEOUT)
+                except httpx.TransportError as exc:
+                    return exc
+            case Send(method, url, body, headers, timeout):
+                try:
+                    return await self._http.request(
+                        method, url, json=body, headers=headers, timeout=timeout
+                    )
+                except httpx.TransportError as exc:
+                    return exc
+                finally:
+                    self._slots.release()
+        return None

@@ -1,6 +1,7 @@
 """What the blocking and the asyncio client share: settings, request building and the
 reading of replies. Each client keeps only its I/O (sending, sleeping, waiting for a
-connection slot); the retry decisions are :class:`~client._calls.CallState`'s."""
+connection slot): the request loop and the readiness wait are :mod:`client._steps`'s, the
+retry decisions :class:`~client._calls.CallState`'s."""
 
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 REWARDS_PATH = "/v1/rewards"
 EVALUATE_PATH = "/v1/evaluate"
 CONFIG_PATH = "/v1/config"
-READY_PATH = "/readyz"
-# A readiness probe answers at once or the server is not up: no need for the call deadline.
-PROBE_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)

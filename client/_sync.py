@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import httpx
 
-from client._base import (
-    CONFIG_PATH,
-    DEFAULT_URL,
-    EVALUATE_PATH,
-    PROBE_TIMEOUT,
-    READY_PATH,
-    REWARDS_PATH,
-    BaseRewardClient,
-)
+from client._base import CONFIG_PATH, DEFAULT_URL, EVALUATE_PATH, REWARDS_PATH, BaseRewardClient
 from client._batching import Chunk, assemble, parse_chunk
 from client._policy import Deadline
+from client._steps import (
+    PROBE_TIMEOUT,
+    Acquire,
+    Outcome,
+    Probe,
+    Release,
+    Send,
+    Sleep,
+    Step,
+    drive,
+    ready_steps,
+    request_steps,
+)
 from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
@@ -112,19 +116,7 @@ class RewardClient(BaseRewardClient):
 
     def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Block until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        pending = list(self.pool.urls)
-        while pending:
-            for url in list(pending):
-                try:
-                    if self._http.get(url + READY_PATH, timeout=PROBE_TIMEOUT).status_code == 200:
-                        pending.remove(url)
-                except httpx.TransportError:
-                    pass
-            if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {timeout:g}s: {', '.join(pending)}")
-            if pending:
-                time.sleep(interval)
+        drive(ready_steps(self.pool.urls, timeout, interval), self._perform)
 
     def close(self) -> None:
         self._http.close()
@@ -135,31 +127,36 @@ class RewardClient(BaseRewardClient):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- one call with retries ------------------------------------------------------------
+    # -- I/O of the shared request loop (client._steps) ----------------------------------
     def _request(
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0,
         stop: threading.Event = _NEVER,
     ) -> tuple[str, Any]:
-        call = self._call(deadline, offset)
-        while True:
-            url, wait = call.plan()
-            if stop.wait(wait) if wait > 0 else stop.is_set():
-                raise _Abandoned
-            if not self._slots.acquire(timeout=max(0.0, deadline.remaining())):
-                raise call.deadline_error("every connection slot stayed busy")
-            if deadline.expired():
+        steps = request_steps(self._call(deadline, offset), method, path, body)
+        return drive(steps, lambda step: self._perform(step, stop))  # type: ignore[no-any-return]
+
+    def _perform(self, step: Step, stop: threading.Event = _NEVER) -> Outcome:
+        """One step, blocking; a set ``stop`` abandons the call at its next wait."""
+        match step:
+            case Sleep(seconds):
+                if stop.wait(seconds) if seconds > 0 else stop.is_set():
+                    raise _Abandoned
+            case Acquire(timeout):
+                return self._slots.acquire(timeout=timeout)
+            case Release():
                 self._slots.release()
-                raise call.deadline_error("every connection slot stayed busy")
-            try:
-                response = self._http.request(
-                    method, url + path, json=body, headers=call.headers(),
-                    timeout=call.attempt_timeout(),
-                )
-            except httpx.TransportError as exc:
-                call.transport_failed(url, exc)
-                continue
-            finally:
-                self._slots.release()
-            payload = call.handle(url, response)
-            if payload is not None:
-                return url, payload
+            case Probe(url):
+                try:
+                    return self._http.get(url, timeout=PROBE_TIMEOUT)
+                except httpx.TransportError as exc:
+                    return exc
+            case Send(method, url, body, headers, timeout):
+                try:
+                    return self._http.request(
+                        method, url, json=body, headers=headers, timeout=timeout
+                    )
+                except httpx.TransportError as exc:
+                    return exc
+                finally:
+                    self._slots.release()
+        return None
