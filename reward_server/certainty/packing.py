@@ -27,7 +27,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reward_server.certainty.encoding import EncodedItem, PromptKey, group_by_prompt
+from reward_server.certainty.encoding import (
+    EncodedItem,
+    PromptKey,
+    result_slots_and_prompt_groups,
+)
 from reward_server.certainty.types import CertaintyResult
 
 
@@ -115,13 +119,13 @@ def plan_packs(
     groups: dict[PromptKey, list[int]] | None = None,
 ) -> list[Pack]:
     """The packs that compute every encoded item of ``items`` (failures are skipped).
-    ``groups`` is ``group_by_prompt(items)``'s grouping when the caller already made it
-    (grouping hashes every prompt's ids)."""
+    ``groups`` is ``result_slots_and_prompt_groups(items)``'s grouping when the caller
+    already made it (grouping hashes every prompt's ids)."""
     document_budget = document_budget or budget
     if budget <= 0 or document_budget <= 0:
         raise ValueError("the pack and document budgets must be positive")
     if groups is None:
-        _, groups = group_by_prompt(items)
+        _, groups = result_slots_and_prompt_groups(items)
     packs: list[Pack] = []
     current = Pack()
     for prompt, idxs in groups.items():

@@ -26,7 +26,9 @@ from typing import Protocol
 
 from reward_server.certainty.backend import Loader, ScoringBackend
 from reward_server.certainty.batch_queue import BatchQueue, QueuedItem
+from reward_server.certainty.encoding import EncodedItem
 from reward_server.certainty.model_loading import check_reload_dir
+from reward_server.certainty.scorer_protocol import Scorer
 from reward_server.certainty.types import (
     BatchStats,
     CertaintyRequest,
@@ -36,6 +38,7 @@ from reward_server.certainty.types import (
     ScorerOverloaded,
     ScorerRequestTooLarge,
 )
+from reward_server.config import ScorerSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class ItemRate:
             self.items_per_s = self.alpha * rate + (1 - self.alpha) * self.items_per_s
 
 
-class CertaintyScorer:
+class CertaintyScorer(Scorer):
     """Async self-certainty scorer; see the module docstring for the rules."""
 
     def __init__(
@@ -74,22 +77,19 @@ class CertaintyScorer:
         *,
         model: str,
         loader: Loader,
-        max_batch_tokens: int = 8192,
-        max_queue_items: int = 4096,
-        max_wait_ms: float = 5.0,
-        max_items_per_batch: int = 64,
+        settings: ScorerSettings | None = None,
         observer: BatchObserver | None = None,
         reload_root: str | None = None,
+        **values: float,
     ) -> None:
-        if max_queue_items <= 0:
-            raise ValueError("max_queue_items must be positive")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0")
+        """``settings`` (default :class:`ScorerSettings`'s) with ``values`` (its field
+        names) replaced; a value out of its bounds raises ValueError."""
+        limits = (settings or ScorerSettings()).with_values(**values)
         self._model_setting = model
         self._loader = loader
-        self._queue = BatchQueue(max_batch_tokens, max_items_per_batch)
-        self.max_queue_items = max_queue_items
-        self.max_wait_s = max_wait_ms / 1000.0
+        self._queue = BatchQueue(limits.max_batch_tokens, limits.max_items_per_batch)
+        self.max_queue_items = limits.max_queue_items
+        self.max_wait_s = limits.max_wait_ms / 1000.0
         self._observer = observer
         self._reload_root = reload_root
         self._backend: ScoringBackend | None = None
@@ -318,8 +318,9 @@ class CertaintyScorer:
                 raise ScorerDeadlineExceeded(f"deadline passed while items were {where}")
         await asyncio.wait(futures)
         for f in futures:
-            if f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+            error = f.exception()
+            if error is not None:
+                raise error
 
     def _retry_after(self) -> float:
         rate = self._rate.items_per_s
@@ -412,7 +413,7 @@ class CertaintyScorer:
 
 def _encode_all(
     backend: ScoringBackend, requests: list[CertaintyRequest]
-) -> list[object]:
+) -> list[EncodedItem | CertaintyResult]:
     return [backend.encode(r) for r in requests]
 
 

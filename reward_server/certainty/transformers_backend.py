@@ -42,7 +42,7 @@ from reward_server.certainty.encoding import (
     EncodedItem,
     RequestEncoder,
     failure,
-    group_by_prompt,
+    result_slots_and_prompt_groups,
 )
 from reward_server.certainty.model_loading import (
     ModelLoadError,
@@ -168,7 +168,7 @@ class TransformersBackend:
     ) -> tuple[list[CertaintyResult], BatchStats]:
         """Score encoded items (failures pass through); returns results and batch stats."""
         t0 = time.perf_counter()
-        results, groups = group_by_prompt(items)
+        results, groups = result_slots_and_prompt_groups(items)
         packs = plan_packs(items, self.pack_tokens, self.document_tokens, groups)
         tokens = padded = 0
         for pack in packs:

@@ -52,7 +52,7 @@ from reward_server.certainty.encoding import (
     EncodedItem,
     RequestEncoder,
     failure,
-    group_by_prompt,
+    result_slots_and_prompt_groups,
 )
 from reward_server.certainty.model_loading import (
     MODEL_CONSTRUCTION_LOCK,
@@ -297,7 +297,7 @@ class VllmBackend:
     ) -> tuple[list[CertaintyResult], BatchStats]:
         """Score encoded items (failures pass through); returns results and batch stats."""
         t0 = time.perf_counter()
-        results, groups = group_by_prompt(items)
+        results, groups = result_slots_and_prompt_groups(items)
         seqs: dict[int, list[int]] = {}
         for idxs in groups.values():
             for i in idxs:

@@ -23,7 +23,9 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.exceptions import DeploymentUnavailableError
 
-from reward_server.api.app import build_scorer_from, create_app
+from reward_server.api.app import create_app
+from reward_server.certainty.factory import scorer_for
+from reward_server.certainty.scorer_protocol import Scorer
 from reward_server.certainty.types import (
     CertaintyRequest,
     CertaintyResult,
@@ -78,8 +80,10 @@ class CertaintyModel(_Replica):
         self._counts = WorkCounts()
         self._telemetry = Telemetry()
         observer = ObserverFanout(self._telemetry, self._counts)
-        self._scorer = build_scorer_from(server, observer)  # type: ignore[arg-type]
-        assert self._scorer is not None, "the model deployment needs a model setting"
+        scorer = scorer_for(server, observer)
+        if scorer is None:
+            raise ValueError("the model deployment needs a model setting (not 'none')")
+        self._scorer: Scorer = scorer
         await self._scorer.start()
         self._groups = (
             KeyedCoalescer(self._scorer.score, group_window_ms / 1000, server.max_items_per_batch)
@@ -104,10 +108,11 @@ class CertaintyModel(_Replica):
         except Exception as exc:  # no running peer yet (first deployment) or none reachable
             log.info("no peer state to catch up with: %s", exc)
             return
-        states = [p for p in peers if isinstance(p, ModelState) and p.model_dir]
-        if states:
-            newest = max(states, key=lambda s: s.generation)
-            outcome = await self.reload(newest.model_dir, newest.generation)  # type: ignore[arg-type]
+        reloaded = [(p.generation, p.model_dir) for p in peers
+                    if isinstance(p, ModelState) and p.model_dir]
+        if reloaded:
+            generation, model_dir = max(reloaded)
+            outcome = await self.reload(model_dir, generation)
             if outcome.error:
                 raise RuntimeError(f"could not load the peers' weights: {outcome.error}")
 
@@ -211,7 +216,7 @@ class RewardIngress(_Replica):
             if model is not None
             else None
         )
-        self._service = create_app(server, scorer=self._scorer)  # type: ignore[arg-type]
+        self._service = create_app(server, scorer=self._scorer)
         self._service.get("/v1/metrics/targets", include_in_schema=False)(self._metrics_targets)
         self._open_metrics(metrics_endpoints)
 

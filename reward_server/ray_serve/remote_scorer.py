@@ -1,7 +1,8 @@
 """The certainty scorer of an ingress replica: the model deployment behind a handle.
 
-It offers what the service uses of :class:`~reward_server.certainty.CertaintyScorer`
-(``start``, ``stop``, ``score``, ``reload``, ``ready``, ``model_name``), so the unchanged
+It implements the :class:`~reward_server.certainty.scorer_protocol.Scorer` protocol
+(``start``, ``stop``, ``score``, ``reload``, ``ready``, ``model_name``) as the local
+:class:`~reward_server.certainty.CertaintyScorer` does, so the unchanged
 :class:`~reward_server.service.RewardService` scores through it:
 
 * ``score`` splits the items by prompt (:mod:`.routing`), sends one call per prompt with
@@ -34,6 +35,7 @@ from ray.serve.exceptions import (
     ReplicaUnavailableError,
 )
 
+from reward_server.certainty.scorer_protocol import Scorer
 from reward_server.certainty.types import (
     CertaintyRequest,
     CertaintyResult,
@@ -41,7 +43,7 @@ from reward_server.certainty.types import (
     ScorerNotReady,
     ScorerOverloaded,
 )
-from reward_server.ray_serve.routing import group_by_prompt
+from reward_server.ray_serve.routing import indices_by_prompt_key
 from reward_server.ray_serve.wire import ModelFailure, ModelState
 
 # Under Serve's logger, so that the lines land in the replica's log file with Serve's own.
@@ -68,7 +70,7 @@ PROBE_INTERVAL_S = 2.0
 RELOAD_TIMEOUT_S = 600.0
 
 
-class RemoteCertaintyScorer:
+class RemoteCertaintyScorer(Scorer):
     """Scores through the ``CertaintyModel`` deployment; see the module docstring."""
 
     def __init__(
@@ -181,7 +183,7 @@ class RemoteCertaintyScorer:
         """One result per request, in order; one model call per distinct prompt."""
         if not requests:
             return []
-        groups = group_by_prompt(requests)
+        groups = indices_by_prompt_key(requests)
         loop = asyncio.get_running_loop()
         # Each call starts in an empty context. Inside a Serve request, a handle call
         # takes the request's internal id from the context, and Serve's router finds a

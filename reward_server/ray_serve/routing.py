@@ -40,8 +40,12 @@ def prompt_key(request: CertaintyRequest) -> str | None:
     return digest.hexdigest()
 
 
-def group_by_prompt(requests: Sequence[CertaintyRequest]) -> dict[str | None, list[int]]:
-    """Indices of ``requests`` by prompt key, in first-seen order (None: no prompt)."""
+def indices_by_prompt_key(
+    requests: Sequence[CertaintyRequest],
+) -> dict[str | None, list[int]]:
+    """Indices of ``requests`` by :func:`prompt_key` (the routing key), keys in first-seen
+    order (None: no prompt). Only the ingress's split into model calls; the backends'
+    grouping by identical prompt ids is ``certainty.encoding``'s."""
     groups: dict[str | None, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(prompt_key(request), []).append(index)

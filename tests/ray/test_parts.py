@@ -25,7 +25,7 @@ from reward_server.ray_serve.launch import (
     parse_address,
     wait_ready,
 )
-from reward_server.ray_serve.routing import group_by_prompt, prompt_key
+from reward_server.ray_serve.routing import indices_by_prompt_key, prompt_key
 from reward_server.ray_serve.settings import PROMPT_HASH_ROUTER, RaySettings, split_settings
 from reward_server.ray_serve.wire import ModelFailure
 
@@ -52,7 +52,7 @@ def test_equal_prompts_share_a_key_and_forms_do_not_collide() -> None:
 
 def test_groups_keep_first_seen_order_and_every_index() -> None:
     a, b = _request(prompt_text="a"), _request(prompt_text="b")
-    groups = group_by_prompt([a, b, _request(), a, b, a])
+    groups = indices_by_prompt_key([a, b, _request(), a, b, a])
     assert list(groups.values()) == [[0, 3, 5], [1, 4], [2]]
     assert list(groups)[2] is None
 
