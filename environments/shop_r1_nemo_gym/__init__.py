@@ -1,0 +1,1 @@
+"""Shop-R1 as a NeMo Gym resources server (``app.py``) and its dataset rows (``data.py``)."""

@@ -1,0 +1,125 @@
+"""The Shop-R1 OpenEnv server: OpenEnv's own app factory over :class:`ShopR1Environment`.
+
+Endpoints are OpenEnv's (``/ws`` sessions for ``EnvClient``, ``/reset``, ``/step``,
+``/state``, ``/schema``, ``/health``, ``/metadata``). Start it with one command::
+
+    shop-r1-openenv --port 8001                   # or: python -m shop_r1_openenv.server.app
+    shop-r1-openenv --reward-url http://127.0.0.1:8000 --split test
+
+Every option is also an environment variable (``--reward-url`` is ``SHOP_R1_REWARD_URL``,
+``--split`` is ``SHOP_R1_OPENENV_SPLIT``, ...; see ``--help``), which is how the Docker
+image (``server/Dockerfile``) and ``uvicorn shop_r1_openenv.server.app:app`` are set up.
+Without a reward URL the rules core scores in the server's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from openenv.core.env_server.http_server import create_app
+from shop_r1_env import ScorerSettings, TaskSource, make_scorer
+from shop_r1_env.rows import build
+
+try:
+    from ..models import ShopR1Action, ShopR1Observation
+    from .shop_r1_environment import EpisodeBook, ShopR1Environment
+except ImportError:  # run from the environment's folder (OpenEnv's `server.app:app`)
+    from models import ShopR1Action, ShopR1Observation
+    from server.shop_r1_environment import EpisodeBook, ShopR1Environment
+
+ENV_NAME = "shop_r1"
+
+# option -> (environment variable, type, default, help)
+OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
+    "host": ("SHOP_R1_OPENENV_HOST", str, "127.0.0.1", "address to bind"),
+    "port": ("SHOP_R1_OPENENV_PORT", int, 8001, "port to bind"),
+    "split": ("SHOP_R1_OPENENV_SPLIT", str, "train", "episodes of the task's train or test split"),
+    "history": ("SHOP_R1_OPENENV_HISTORY", str, "full", "'full', 'latest' or a number"),
+    "distractors": ("SHOP_R1_OPENENV_DISTRACTORS", int, 6, "distractor elements per page"),
+    "seed": ("SHOP_R1_OPENENV_SEED", int, 0, "seed of the split and the pages"),
+    "test_fraction": ("SHOP_R1_OPENENV_TEST_FRACTION", float, 0.2, "share of test episodes"),
+    "steps_path": ("SHOP_R1_OPENENV_STEPS_PATH", str, None, "recorded steps (JSONL)"),
+    "max_sessions": ("SHOP_R1_OPENENV_MAX_SESSIONS", int, 64, "concurrent sessions"),
+    "reward_url": ("SHOP_R1_REWARD_URL", str, None, "reward service URL(s); unset: in-process"),
+    "api_key": ("SHOP_R1_API_KEY", str, None, "the reward service's API key"),
+    "self_certainty_source": (
+        "SHOP_R1_SELF_CERTAINTY_SOURCE", str, None, "model / provided / none",
+    ),
+    "reward_profile": ("SHOP_R1_REWARD_PROFILE", str, None, "reward profile (paper, binary...)"),
+    "reward_config": ("SHOP_R1_REWARD_CONFIG", str, None, "JSON object of reward overrides"),
+    "reward_timeout": ("SHOP_R1_REWARD_TIMEOUT", float, 120.0, "seconds per scoring call"),
+    "reward_max_attempts": ("SHOP_R1_REWARD_MAX_ATTEMPTS", int, 5, "attempts per scoring call"),
+}
+
+
+def parse_options(argv: list[str] | None = None, environ: Mapping[str, str] | None = None):
+    """The server's options: flags, else their environment variables, else defaults."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="shop-r1-openenv", description=__doc__.split("\n")[0])
+    for name, (variable, kind, default, text) in OPTIONS.items():
+        raw = environ.get(variable) or None
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default if raw is None else kind(raw),
+            help=f"{text} (${variable}; default {default})",
+        )
+    return parser.parse_args(argv)
+
+
+def build_app(options: argparse.Namespace):
+    """The FastAPI app: the split's episodes and one scorer, shared by every session."""
+    history = options.history if options.history in ("full", "latest") else int(options.history)
+    source_fields = {} if options.steps_path is None else {"steps_path": options.steps_path}
+    source = TaskSource(
+        history=history,
+        distractors=options.distractors,
+        seed=options.seed,
+        test_fraction=options.test_fraction,
+        **source_fields,
+    )
+    book = EpisodeBook(build(source).episodes(options.split), options.split)
+    scorer = make_scorer(
+        ScorerSettings(
+            reward_url=options.reward_url,
+            api_key=options.api_key,
+            self_certainty_source=options.self_certainty_source,
+            profile=options.reward_profile,
+            config_json=options.reward_config,
+            timeout=options.reward_timeout,
+            max_attempts=options.reward_max_attempts,
+        )
+    )
+    return create_app(
+        partial(ShopR1Environment, book, scorer),
+        ShopR1Action,
+        ShopR1Observation,
+        env_name=ENV_NAME,
+        max_concurrent_envs=options.max_sessions,
+    )
+
+
+def __getattr__(name: str):
+    # `uvicorn shop_r1_openenv.server.app:app` (and the Docker image): the app built from
+    # the environment variables on first access, not on import.
+    if name == "app":
+        app = build_app(parse_options([]))
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``shop-r1-openenv`` / ``python -m shop_r1_openenv.server.app``."""
+    import uvicorn
+
+    options = parse_options(argv)
+    uvicorn.run(build_app(options), host=options.host, port=options.port)
+
+
+if __name__ == "__main__":
+    main()
