@@ -148,6 +148,20 @@ def _prompt_fields(item: RewardItem) -> dict[str, object]:
     return {}
 
 
+def _check_provided(
+    items: Sequence[RewardItem], outcomes: Sequence[ParsedFields | FormatFailure]
+) -> None:
+    """With ``provided`` certainty every well-formed item needs its value; an item whose
+    format fails has no rationale to be certain about, and its reward is 0 whatever it
+    sends (REWARD_CONTRACT.md §4)."""
+    for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+        if item.self_certainty is None and type(outcome) is not FormatFailure:
+            raise InvalidRequest(
+                "self_certainty_source is 'provided' but this item has none",
+                param=f"items[{index}].self_certainty",
+            )
+
+
 class RewardService:
     """Scores :class:`RewardRequest` batches. Built once by the app factory."""
 
@@ -177,10 +191,12 @@ class RewardService:
         config = effective_config(self.config, request.config, request.profile)
         source = request.self_certainty_source or self.default_source
         items = request.items
-        self._check_source(items, source)
+        self._check_source(source)
         heavy = rules_are_heavy(items)
         outcomes = await _run_rules(heavy, _parse_all, items, config)
         rules_seconds = time.perf_counter() - started
+        if source == "provided":
+            _check_provided(items, outcomes)
 
         certainties: list[Certainty]
         values: list[float | None]
@@ -224,19 +240,12 @@ class RewardService:
             forward_seconds=forward_seconds,
         )
 
-    def _check_source(self, items: Sequence[RewardItem], source: CertaintySource) -> None:
+    def _check_source(self, source: CertaintySource) -> None:
         if source == "model" and self.scorer is None:
             raise InvalidRequest(
                 "self_certainty_source 'model' needs a server started with a model",
                 param="self_certainty_source",
             )
-        if source == "provided":
-            for index, item in enumerate(items):
-                if item.self_certainty is None:
-                    raise InvalidRequest(
-                        "self_certainty_source is 'provided' but this item has none",
-                        param=f"items[{index}].self_certainty",
-                    )
 
     async def _model_certainty(
         self,

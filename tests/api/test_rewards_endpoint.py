@@ -178,3 +178,27 @@ def test_provided_self_certainty_of_a_format_failure_is_null_with_its_reason(rul
         0.0, 0.0, None
     )
     assert dropped["certainty"] == {**kept["certainty"], "reason": "format_failure"}
+
+
+def test_provided_certainty_is_needed_only_where_the_format_holds(rules_server):
+    """REWARD_CONTRACT.md §4: a trainer has no rationale to measure in an answer whose format
+    fails, so such an item may come without a value; a well-formed one may not."""
+    items = [
+        {"completion": completion({"type": "terminate"}), "ground_truth": {"type": "terminate"},
+         "self_certainty": 2.0},
+        {"completion": "not json", "ground_truth": {"type": "terminate"}},
+    ]
+    body = httpx.post(
+        rules_server.url + "/v1/rewards",
+        json={"items": items, "self_certainty_source": "provided"},
+    ).json()
+    kept, failed = body["results"]
+    assert kept["components"]["self_certainty"] == 2.0
+    assert (failed["reward"], failed["certainty"]["reason"]) == (0.0, "format_failure")
+    items[0].pop("self_certainty")
+    refused = httpx.post(
+        rules_server.url + "/v1/rewards",
+        json={"items": items, "self_certainty_source": "provided"},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["param"] == "items[0].self_certainty"
