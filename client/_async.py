@@ -8,22 +8,10 @@ from typing import Any
 
 import httpx
 
+from client import _steps
 from client._base import CONFIG_PATH, EVALUATE_PATH, REWARDS_PATH, BaseRewardClient
 from client._batching import Chunk, assemble, parse_chunk
 from client._policy import Deadline
-from client._steps import (
-    PROBE_TIMEOUT,
-    Acquire,
-    Outcome,
-    Probe,
-    Release,
-    Send,
-    Sleep,
-    Step,
-    drive_async,
-    ready_steps,
-    request_steps,
-)
 from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
@@ -92,7 +80,8 @@ class AsyncRewardClient(BaseRewardClient):
 
     async def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Wait until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
-        await drive_async(ready_steps(self.pool.urls, timeout, interval), self._perform)
+        steps = _steps.ready_steps(self.pool.urls, timeout, interval)
+        await _steps.drive_async(steps, self._perform)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -107,36 +96,30 @@ class AsyncRewardClient(BaseRewardClient):
     async def _request(
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0
     ) -> tuple[str, Any]:
-        steps = request_steps(self._call(deadline, offset), method, path, body)
-        return await drive_async(steps, self._perform)  # type: ignore[no-any-return]
+        steps = _steps.request_steps(self._call(deadline, offset), method, path, body)
+        return await _steps.drive_async(steps, self._perform)
 
-    async def _perform(self, step: Step) -> Outcome:
+    async def _perform(self, step: _steps.Step) -> _steps.Outcome:
         """One step, on the event loop."""
         match step:
-            case Sleep(seconds):
+            case _steps.Sleep(seconds):
                 if seconds > 0:
                     await asyncio.sleep(seconds)
-            case Acquire(timeout):
+            case _steps.Acquire(timeout):
                 try:
                     async with asyncio.timeout(timeout):
                         await self._slots.acquire()
                 except TimeoutError:
                     return False
                 return True
-            case Release():
+            case _steps.Release():
                 self._slots.release()
-            case Probe(url):
+            case _steps.Send():
                 try:
-                    return await self._http.get(url, timeout=PROBE_TIMEOUT)
-                except httpx.TransportError as exc:
-                    return exc
-            case Send(method, url, body, headers, timeout):
-                try:
-                    return await self._http.request(
-                        method, url, json=body, headers=headers, timeout=timeout
-                    )
+                    return await self._http.request(**step.request_args())
                 except httpx.TransportError as exc:
                     return exc
                 finally:
-                    self._slots.release()
+                    if step.holds_slot:
+                        self._slots.release()
         return None

@@ -11,17 +11,15 @@ Steps and what the driver sends back:
   here to abandon the call);
 * :class:`Acquire` a connection slot within ``timeout`` seconds: whether it got one;
 * :class:`Release` the slot (the deadline passed while waiting for it): None;
-* :class:`Send` the request, then release the slot: the ``httpx.Response``, or the
-  ``httpx.TransportError`` it raised;
-* :class:`Probe` ``GET url`` within ``PROBE_TIMEOUT`` (no slot): the response, or the
-  ``httpx.TransportError``.
+* :class:`Send` the request (then release the slot if it holds one): the
+  ``httpx.Response``, or the ``httpx.TransportError`` it raised.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
@@ -49,19 +47,24 @@ class Send(NamedTuple):
     url: str
     body: Any
     headers: dict[str, str]
-    timeout: httpx.Timeout
+    timeout: httpx.Timeout | float
+    holds_slot: bool = True
+
+    def request_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx.Client.request`` for this request."""
+        return {"method": self.method, "url": self.url, "json": self.body,
+                "headers": self.headers, "timeout": self.timeout}
 
 
-class Probe(NamedTuple):
-    url: str
-
-
-Step = Sleep | Acquire | Release | Send | Probe
+Step = Sleep | Acquire | Release | Send
 Outcome = httpx.Response | httpx.TransportError | bool | None
-Steps = Generator[Step, Outcome, Any]
+Result = TypeVar("Result")
+Steps = Generator[Step, Outcome, Result]
 
 
-def request_steps(call: CallState, method: str, path: str, body: Any) -> Steps:
+def request_steps(
+    call: CallState, method: str, path: str, body: Any
+) -> Steps[tuple[str, Any]]:
     """One logical call: attempts until an answer, a terminal error or the deadline.
 
     Returns ``(url, json_body)`` of the answer; raises the client's error when none is
@@ -87,14 +90,14 @@ def request_steps(call: CallState, method: str, path: str, body: Any) -> Steps:
             return url, payload
 
 
-def ready_steps(urls: list[str], timeout: float, interval: float) -> Steps:
+def ready_steps(urls: list[str], timeout: float, interval: float) -> Steps[None]:
     """Probe every base URL's ``/readyz`` each ``interval`` seconds until all answer 200;
     raises ``TimeoutError`` naming those still not ready after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     pending = list(urls)
     while pending:
         for url in list(pending):
-            outcome = yield Probe(url + READY_PATH)
+            outcome = yield Send("GET", url + READY_PATH, None, {}, PROBE_TIMEOUT, False)
             if isinstance(outcome, httpx.Response) and outcome.status_code == 200:
                 pending.remove(url)
         if pending and time.monotonic() > deadline:
@@ -103,7 +106,7 @@ def ready_steps(urls: list[str], timeout: float, interval: float) -> Steps:
             yield Sleep(interval)
 
 
-def drive(steps: Steps, perform: Callable[[Step], Outcome]) -> Any:
+def drive(steps: Steps[Result], perform: Callable[[Step], Outcome]) -> Result:
     """Run ``steps`` to the end with a blocking ``perform``; return what they return."""
     try:
         step = next(steps)
@@ -113,7 +116,9 @@ def drive(steps: Steps, perform: Callable[[Step], Outcome]) -> Any:
         return done.value
 
 
-async def drive_async(steps: Steps, perform: Callable[[Step], Awaitable[Outcome]]) -> Any:
+async def drive_async(
+    steps: Steps[Result], perform: Callable[[Step], Awaitable[Outcome]]
+) -> Result:
     """Run ``steps`` to the end with an asyncio ``perform``; return what they return."""
     try:
         step = next(steps)

@@ -9,22 +9,10 @@ from typing import Any
 
 import httpx
 
+from client import _steps
 from client._base import CONFIG_PATH, DEFAULT_URL, EVALUATE_PATH, REWARDS_PATH, BaseRewardClient
 from client._batching import Chunk, assemble, parse_chunk
 from client._policy import Deadline
-from client._steps import (
-    PROBE_TIMEOUT,
-    Acquire,
-    Outcome,
-    Probe,
-    Release,
-    Send,
-    Sleep,
-    Step,
-    drive,
-    ready_steps,
-    request_steps,
-)
 from client._types import RewardBatch, ScoreItem
 from reward_contract import CertaintySource
 
@@ -116,7 +104,7 @@ class RewardClient(BaseRewardClient):
 
     def wait_ready(self, timeout: float = 180.0, interval: float = 0.5) -> None:
         """Block until every base URL answers ``/readyz`` with 200 (raises TimeoutError)."""
-        drive(ready_steps(self.pool.urls, timeout, interval), self._perform)
+        _steps.drive(_steps.ready_steps(self.pool.urls, timeout, interval), self._perform)
 
     def close(self) -> None:
         self._http.close()
@@ -132,31 +120,25 @@ class RewardClient(BaseRewardClient):
         self, method: str, path: str, body: Any, deadline: Deadline, offset: int = 0,
         stop: threading.Event = _NEVER,
     ) -> tuple[str, Any]:
-        steps = request_steps(self._call(deadline, offset), method, path, body)
-        return drive(steps, lambda step: self._perform(step, stop))  # type: ignore[no-any-return]
+        steps = _steps.request_steps(self._call(deadline, offset), method, path, body)
+        return _steps.drive(steps, lambda step: self._perform(step, stop))
 
-    def _perform(self, step: Step, stop: threading.Event = _NEVER) -> Outcome:
+    def _perform(self, step: _steps.Step, stop: threading.Event = _NEVER) -> _steps.Outcome:
         """One step, blocking; a set ``stop`` abandons the call at its next wait."""
         match step:
-            case Sleep(seconds):
+            case _steps.Sleep(seconds):
                 if stop.wait(seconds) if seconds > 0 else stop.is_set():
                     raise _Abandoned
-            case Acquire(timeout):
+            case _steps.Acquire(timeout):
                 return self._slots.acquire(timeout=timeout)
-            case Release():
+            case _steps.Release():
                 self._slots.release()
-            case Probe(url):
+            case _steps.Send():
                 try:
-                    return self._http.get(url, timeout=PROBE_TIMEOUT)
-                except httpx.TransportError as exc:
-                    return exc
-            case Send(method, url, body, headers, timeout):
-                try:
-                    return self._http.request(
-                        method, url, json=body, headers=headers, timeout=timeout
-                    )
+                    return self._http.request(**step.request_args())
                 except httpx.TransportError as exc:
                     return exc
                 finally:
-                    self._slots.release()
+                    if step.holds_slot:
+                        self._slots.release()
         return None
