@@ -100,7 +100,14 @@ def compute_score_batch(
 
 
 class _Coalescer:
-    """Collects concurrent per-sample calls on one loop into batched service calls."""
+    """Collects concurrent per-sample calls on one loop into batched service calls.
+
+    Not one of the server's batchers, on purpose: those (the scorer's token-budget queue,
+    the Ray model replica's per-prompt gathering) live in ``reward_server`` with torch and
+    Ray, which an adapter may not import (it runs in the trainer's environment with the
+    client only). It also does what they need not: a 422 fails only the samples it names
+    and the rest are sent again, so one bad row never costs its neighbours their reward.
+    """
 
     def __init__(self, settings: AdapterSettings) -> None:
         self.settings = settings
