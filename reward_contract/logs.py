@@ -1,5 +1,5 @@
-"""Per-sample log values with one key set, for the trainers that log each sample's reward
-components (OpenRLHF ``extra_logs``, verl ``reward_extra_info``).
+"""Per-sample values with one key set, for the trainers that keep each sample's reward
+components (OpenRLHF ``extra_logs``, verl ``reward_extra_info``, slime's reward dict).
 
 Every sample carries every key, whatever the batch holds: OpenRLHF concatenates the logs
 of one-sample responses and splits them per experience, so a key missing from one sample
@@ -12,12 +12,19 @@ computed without the whole prompt has ``self_certainty_approximate`` = 1.0
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from reward_contract import RULE_COMPONENTS
 
-__all__ = ["CERTAINTY_LOG_KEYS", "LOG_KEYS", "RuleScores", "log_columns", "log_row"]
+__all__ = [
+    "CERTAINTY_LOG_KEYS",
+    "LOG_KEYS",
+    "RuleScores",
+    "log_columns",
+    "log_row",
+    "slime_reward_fields",
+]
 
 CERTAINTY_LOG_KEYS = ("self_certainty", "self_certainty_missing", "self_certainty_approximate")
 # Every per-sample key besides the reward itself (``rewards`` / ``score``).
@@ -61,3 +68,25 @@ def log_columns(rows: Sequence[dict[str, float]]) -> dict[str, list[float]]:
     """The rows (:func:`log_row`) as one list per key of :data:`LOG_KEYS`, in row order;
     every key is there for an empty batch too."""
     return {key: [row[key] for row in rows] for key in LOG_KEYS}
+
+
+def slime_reward_fields(
+    reward: float,
+    score: float,
+    components: Mapping[str, float | None],
+    certainty_reason: str | None,
+    approximate: bool,
+    format_error: str | None,
+) -> dict[str, Any]:
+    """One sample's dict for slime's ``--reward-key reward``: slime trains on ``reward``
+    and keeps the rest. Unlike the log rows it keeps JSON's null: ``self_certainty`` is
+    null when not computed and ``self_certainty_reason`` says why."""
+    return {
+        "reward": reward,
+        "score": score,
+        **components,
+        "self_certainty_approximate": approximate,
+        "self_certainty_reason": certainty_reason,
+        "format_ok": format_error is None,
+        "format_error": format_error,
+    }

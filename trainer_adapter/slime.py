@@ -26,6 +26,8 @@ from typing import Any
 
 from client import RewardResult, ScoreItem
 from reward_contract import strip_end_markers
+from reward_contract.logs import slime_reward_fields
+from reward_contract.samples import SLIME_LABEL_HINT, check_label
 from trainer_adapter._settings import AdapterSettings, async_client
 
 __all__ = ["group_rm", "item_for", "rm"]
@@ -34,11 +36,7 @@ __all__ = ["group_rm", "item_for", "rm"]
 def item_for(sample: Any) -> ScoreItem:
     """A score item from a slime ``Sample`` (or any object with the same attributes)."""
     label = getattr(sample, "label", None)
-    if label is None or label == "":
-        raise ValueError(
-            "a slime sample has no label: slime fills Sample.label from the dataset column "
-            "named by --label-key; set it to the ground-truth action column"
-        )
+    check_label(label, "Sample.label", SLIME_LABEL_HINT)
     metadata = getattr(sample, "metadata", None) or {}
     certainty = metadata.get("self_certainty") if isinstance(metadata, dict) else None
     prompt = getattr(sample, "prompt", None)
@@ -53,15 +51,11 @@ def item_for(sample: Any) -> ScoreItem:
 def _reward(args: Any, result: RewardResult) -> float | dict[str, Any]:
     if not getattr(args, "reward_key", None):
         return result.reward
-    return {
-        "reward": result.reward,
-        "score": result.score,
-        **result.components.as_dict(),
-        "self_certainty_approximate": result.certainty.approximate,
-        "self_certainty_reason": result.certainty.reason,
-        "format_ok": result.format_ok,
-        "format_error": result.format_error.reason if result.format_error else None,
-    }
+    failure = result.format_error
+    return slime_reward_fields(
+        result.reward, result.score, result.components.as_dict(), result.certainty.reason,
+        result.certainty.approximate, failure.reason if failure else None,
+    )
 
 
 async def group_rm(args: Any, samples: Sequence[Any]) -> list[float | dict[str, Any]]:

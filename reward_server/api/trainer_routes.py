@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from reward_contract import strip_end_markers
 from reward_contract.certainty import APPROXIMATE_DETAILS, approximate_reason
-from reward_contract.logs import log_columns, log_row
+from reward_contract.logs import log_columns, log_row, slime_reward_fields
 from reward_contract.samples import (
     SLIME_LABEL_HINT,
     SampleError,
@@ -134,18 +134,12 @@ async def slime_reward(request: Request) -> dict[str, Any]:
     await ctx.wait_ready(deadline)
     scored = await ctx.service.score(RewardRequest(items=[item]), deadline)
     result = result_dict(scored.results[0])
-    failure = result["format_error"]
-    certainty = result["certainty"]
-    return {
-        "reward": result["reward"],
-        "score": result["score"],
-        **result["components"],
-        "self_certainty_approximate": certainty["approximate"],
-        "self_certainty_reason": certainty["reason"],
-        "format_ok": result["format_ok"],
-        "format_error": failure["reason"] if failure else None,
-        "config_hash": scored.config_hash,
-    }
+    failure, certainty = result["format_error"], result["certainty"]
+    fields = slime_reward_fields(
+        result["reward"], result["score"], result["components"], certainty["reason"],
+        certainty["approximate"], failure["reason"] if failure else None,
+    )
+    return {**fields, "config_hash": scored.config_hash}
 
 
 def add_trainer_routes(app: FastAPI) -> None:

@@ -26,7 +26,7 @@ from reward_contract.certainty import (
     rationale_char_span,
     rationale_token_mask,
 )
-from reward_contract.logs import LOG_KEYS, log_columns, log_row
+from reward_contract.logs import LOG_KEYS, log_columns, log_row, slime_reward_fields
 from reward_contract.samples import (
     OPENRLHF_LABEL_HINT,
     SampleError,
@@ -169,6 +169,19 @@ def test_log_rows_carry_every_key_and_say_what_is_missing() -> None:
     columns = log_columns([exact, missing])
     assert columns["self_certainty_missing"] == [0.0, 1.0]
     assert log_columns([]) == {key: [] for key in LOG_KEYS}
+
+
+def test_slime_fields_keep_null_and_say_why() -> None:
+    components = {"format": 0.0, "type": 0.0, "attribute": 0.0, "value": 0.0,
+                  "self_certainty": None}
+    failed = slime_reward_fields(0.0, 0.0, components, "format_failure", False, "not_json")
+    assert failed == {"reward": 0.0, "score": 0.0, **components,
+                      "self_certainty_approximate": False,
+                      "self_certainty_reason": "format_failure",
+                      "format_ok": False, "format_error": "not_json"}
+    ok = slime_reward_fields(1.5, 1.0, {**components, "self_certainty": 2.0}, "no_prompt",
+                             True, None)
+    assert ok["format_ok"] and ok["self_certainty"] == 2.0 and ok["self_certainty_approximate"]
 
 
 # -- trainer samples ----------------------------------------------------------------------
