@@ -1,8 +1,11 @@
-"""The vocabulary that the reward service, its client and the trainer adapters share.
+"""The vocabulary and the pure rules that the reward service, its client and the trainer
+adapters share; it imports the standard library only.
 
-Pure Python with no dependencies: the base distribution (client and adapters) and the
-server both import it, so each name and value set below has exactly one definition.
-The reward contract itself is written up in ``docs/REWARD_CONTRACT.md``.
+The base distribution (client and adapters) and the server both import it, so each name,
+value set and rule here has exactly one definition: this module's names, the trainer
+samples (:mod:`.samples`, :mod:`.query`), the per-sample log keys (:mod:`.logs`) and the
+self-certainty span, mask and approximate decision (:mod:`.certainty`). The reward
+contract itself is written up in ``docs/REWARD_CONTRACT.md``.
 """
 
 from __future__ import annotations

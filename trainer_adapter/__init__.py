@@ -1,4 +1,5 @@
-"""Adapters plugging the Shop-R1 reward service into RL trainers (they import the client only).
+"""Adapters plugging the Shop-R1 reward service into RL trainers; they import the client
+and ``reward_contract`` only (the same sample checks and log keys as the service's routes).
 
 * :mod:`trainer_adapter.openrlhf`: ``reward_func(queries, prompts, labels)`` (``.py`` mode)
 * :mod:`trainer_adapter.verl`: ``async compute_score`` (verl's reward loop, per sample,
