@@ -14,7 +14,7 @@ kernel's peak-RSS counter is reset through /proc/self/clear_refs); on CUDA,
 ``torch.cuda.max_memory_allocated`` during one run minus the bytes of the weights.
 
 **Model sizes** (``--shapes``): random-weight models of published architectures
-(``reward_server.certainty.model_shapes``: SmolLM2-135M, Qwen2.5-0.5B, -1.5B, -3B; no
+(``bench/model_shapes.py``: SmolLM2-135M, Qwen2.5-0.5B, -1.5B, -3B; no
 download; token ids from the SmolLM2 tokenizer, which every vocabulary here contains),
 in one process, each on the ``--workloads`` (``shared:G`` one prompt with G completions,
 ``unrelated:N`` N prompts with one completion each, ``training:PxG`` P prompts with G
@@ -502,7 +502,7 @@ def run_sweep(args) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from reward_server.certainty.model_shapes import SHAPES, parameter_counts, random_model
+    from bench.model_shapes import SHAPES, parameter_counts, random_model
     from reward_server.certainty.transformers_backend import TransformersBackend
 
     if args.threads:

@@ -12,7 +12,7 @@
 #               tokenizers, numpy, httpx, pytest, hypothesis and prometheus-client, and no
 #               network)
 #   tokenizer/  the embedded SmolLM2's tokenizer files (no weights). Every model there is
-#               built from a published architecture (reward_server/certainty/model_shapes)
+#               built from a published architecture (bench/model_shapes.py)
 #               with RANDOM weights: every shape and kernel is real, the values are not a
 #               trained model's
 #
@@ -224,7 +224,7 @@ import sys
 import time
 from pathlib import Path
 
-from reward_server.certainty.model_shapes import SHAPES, random_model
+from bench.model_shapes import SHAPES, random_model
 
 kit, dest = Path(sys.argv[1]), Path(sys.argv[2])
 t0 = time.perf_counter()

@@ -1,7 +1,5 @@
-"""Self-certainty of rationales (REWARD_CONTRACT.md §4) from a served causal LM: the
-scorer seam, its factory, the engines (transformers, vLLM) and the batching around them.
-May import reward_contract, reward_server.config and (lazily, in the engines) torch,
-transformers and vLLM; nothing of the service, the API or Ray.
+"""Self-certainty (REWARD_CONTRACT.md §4): the Scorer seam, its factory, engines, batching.
+May import reward_contract, reward_server.config and, lazily, torch/transformers/vLLM.
 
     from reward_server.certainty import build_scorer
     scorer = build_scorer(model="embedded", device="auto", cache_dir="/var/cache/shop-r1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from reward_server.certainty.encoding import EncodedItem, failure
 from reward_server.certainty.model_loading import ModelLoadError
@@ -59,6 +59,17 @@ def score_requests(
     """Encode and score ``requests`` synchronously; one result per request, in order."""
     results, _ = backend.score_encoded([backend.encode(r) for r in requests])
     return results
+
+
+class ScoringForTestsAndBenches:
+    """``score_batch``: a backend scored directly, without the async scorer's queue, by the
+    tests and the benchmarks only. The service never calls it: it scores through
+    :class:`~reward_server.certainty.scorer.CertaintyScorer`, which encodes and scores on
+    separate threads."""
+
+    def score_batch(self, requests: Sequence[CertaintyRequest]) -> list[CertaintyResult]:
+        """Encode and score ``requests`` synchronously; one result per request, in order."""
+        return score_requests(cast(ScoringBackend, self), requests)
 
 
 def certainty_result(item: EncodedItem, value: float) -> CertaintyResult:

@@ -33,10 +33,10 @@ import torch
 
 from reward_server.certainty import packed_attention
 from reward_server.certainty.backend import (
+    ScoringForTestsAndBenches,
     certainty_result,
     check_scores,
     finish_batch,
-    score_requests,
 )
 from reward_server.certainty.encoding import (
     EncodedItem,
@@ -67,7 +67,7 @@ def _max_positions(config: Any) -> int:
     return 1 << 30
 
 
-class TransformersBackend:
+class TransformersBackend(ScoringForTestsAndBenches):
     """Self-certainty with a Hugging Face causal LM (synchronous; one thread at a time).
 
     Build with :meth:`from_pretrained` (``"embedded"`` or a local directory) or
@@ -158,10 +158,6 @@ class TransformersBackend:
     def encode(self, req: CertaintyRequest) -> EncodedItem | CertaintyResult:
         """Tokenise one request; a :class:`CertaintyResult` is a per-item failure."""
         return self.encoder.encode(req)
-
-    def score_batch(self, requests: Sequence[CertaintyRequest]) -> list[CertaintyResult]:
-        """Encode and score ``requests`` synchronously; one result per request, in order."""
-        return score_requests(self, requests)
 
     def score_encoded(
         self, items: Sequence[EncodedItem | CertaintyResult]

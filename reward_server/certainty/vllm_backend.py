@@ -43,10 +43,10 @@ from typing import Any
 import torch
 
 from reward_server.certainty.backend import (
+    ScoringForTestsAndBenches,
     certainty_result,
     check_scores,
     finish_batch,
-    score_requests,
 )
 from reward_server.certainty.encoding import (
     EncodedItem,
@@ -129,7 +129,7 @@ def _read_safetensors(folder: Path, names: list[str]) -> torch.Tensor | None:
     return None
 
 
-class VllmBackend:
+class VllmBackend(ScoringForTestsAndBenches):
     """Self-certainty with a vLLM pooling engine (synchronous; one thread at a time); a
     :class:`~reward_server.certainty.backend.ScoringBackend`. Build with
     :meth:`from_pretrained`.
@@ -250,10 +250,6 @@ class VllmBackend:
     def encode(self, req: CertaintyRequest) -> EncodedItem | CertaintyResult:
         """Tokenise one request; a :class:`CertaintyResult` is a per-item failure."""
         return self.encoder.encode(req)
-
-    def score_batch(self, requests: Sequence[CertaintyRequest]) -> list[CertaintyResult]:
-        """Encode and score ``requests`` synchronously; one result per request, in order."""
-        return score_requests(self, requests)
 
     def _hidden_states(
         self, sequences: list[list[int]], read_cache: bool

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.model_shapes import ModelShape, random_model
 from reward_server.certainty import ModelLoadError
 from reward_server.certainty.model_loading import (
     embedded_model_available,
@@ -18,7 +19,6 @@ from reward_server.certainty.model_loading import (
     prepare_embedded,
     resolve_model_dir,
 )
-from reward_server.certainty.model_shapes import ModelShape, random_model
 
 TIED_TINY = ModelShape("tiny-tied", "llama", 32, 1, 2, 1, 64, 128, 10000.0, True, 64, 1e-5)
 

@@ -7,18 +7,18 @@ import pytest
 import torch
 from certainty_helpers import HTML, PROMPT, RATIONALES, reference_value, shop_request
 
+from bench.model_shapes import (
+    SHAPES,
+    ModelShape,
+    parameter_counts,
+    random_model,
+)
 from reward_server.certainty import ModelLoadError
 from reward_server.certainty.engines import (
     DEFAULT_ENGINE,
     ENGINES_BY_PREFIX,
     engine_loader,
     split_model_setting,
-)
-from reward_server.certainty.model_shapes import (
-    SHAPES,
-    ModelShape,
-    parameter_counts,
-    random_model,
 )
 from reward_server.certainty.transformers_backend import TransformersBackend
 
