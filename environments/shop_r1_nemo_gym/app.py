@@ -11,15 +11,17 @@ shopper's real next action), an optional ``id`` and the trainer's own
 
 and every component comes back as a top-level field (NeMo Gym's aggregate metrics then
 profile each one), with ``score`` in [0, 1] and the format-failure reason. A malformed
-answer is a format failure, not an HTTP error. With ``reward_url`` set the reward service
-scores it (an unreachable service is an error naming its URL, never a reward of 0); else
-the rules core does, in this process. Rows come from ``python -m shop_r1_nemo_gym.data``.
+answer is a format failure, not an HTTP error; an invalid ``ground_truth`` is a 422
+naming the field. With ``reward_url`` set the reward service scores it (a service that
+cannot be reached is a 502 naming its URL, never a reward of 0); else the rules core
+does, in this process. Rows come from ``python -m shop_r1_nemo_gym.data``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import HTTPException
 from nemo_gym.base_resources_server import (
     BaseResourcesServerConfig,
     BaseVerifyRequest,
@@ -29,8 +31,9 @@ from nemo_gym.base_resources_server import (
 from pydantic import PrivateAttr
 from shop_r1_env import Scorer, ScorerSettings, scorer_for
 
-from client import ScoreItem
+from client import BadRequestError, RewardClientError, ScoreItem
 from reward_contract import CertaintySource
+from reward_server.rewards import RewardInputError
 
 
 class ShopR1ResourcesServerConfig(BaseResourcesServerConfig):
@@ -63,7 +66,10 @@ class ShopR1VerifyRequest(BaseVerifyRequest):
     self_certainty: float | None = None
 
 
-class ShopR1VerifyResponse(BaseVerifyResponse):
+class ShopR1VerifyResponse(BaseVerifyResponse, ShopR1VerifyRequest):
+    """The request, the reward, and every component; ``self_certainty`` is now the
+    component (the provided value, or None where the format failed or none was given)."""
+
     score: float
     format: float
     type: float
@@ -93,11 +99,16 @@ class ShopR1ResourcesServer(SimpleResourcesServer):
             id=body.id,
             self_certainty=body.self_certainty,
         )
-        (result,) = await self.scorer().ascore([item])
+        try:
+            (result,) = await self.scorer().ascore([item])
+        except (BadRequestError, RewardInputError) as exc:  # the row's ground truth is bad
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except RewardClientError as exc:  # the reward service failed: its URL and why
+            raise HTTPException(status_code=502, detail=str(exc)) from exc
         components = result.components
         error = result.format_error
         return ShopR1VerifyResponse(
-            **body.model_dump(),
+            **body.model_dump(exclude={"self_certainty"}),
             reward=result.reward,
             score=result.score,
             format=components.format,
