@@ -49,10 +49,6 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-class Unauthorized(ApiError):
-    status, kind = 401, "authentication_error"
-
-
 class Forbidden(ApiError):
     status, kind = 403, "permission_error"
 
