@@ -2,11 +2,13 @@
 its loader (``resolve_env_config`` + ``load_environment``, as eval, serve and prime-rl do),
 and fixed completions of real task steps scored through ``Task.score`` (the decorated
 rewards, their weights, ``Trace.reward``). Every reward equals ``shop-r1-reward score``
-on the same item, over 200 steps in-process and through the service."""
+on the same item, over 200 steps in-process and through the service. verifiers' own
+``vf-validate`` runs the gold and no-op checks over the test split."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.environments.conftest import (
     assert_same_as_cli,
     cli_items,
     run_driver,
+    venv_bin,
 )
 from tests.trainers.conftest import cli_scores
 
@@ -90,3 +93,22 @@ def test_verifiers_environment_scores_like_the_cli(task, rules_server, tmp_path)
     # An unreachable service fails the scoring with an error naming its URL: no reward.
     (failed,) = unreachable["results"]
     assert "reward" not in failed and closed in failed["error"], failed
+
+
+def test_vf_validate_gold_and_noop(task, tmp_path):
+    """verifiers' own ``vf-validate`` on the test split: every task's gold answer (the
+    shopper's own action) scores 1, and an untouched task (no answer) scores 0."""
+    program = venv_bin("verifiers", "vf-validate")
+    done = subprocess.run(
+        [str(program), "shop_r1", "--rich", "False", "-o", str(tmp_path / "runs"),
+         "--taskset.split", "test", "--runtime.type", "subprocess"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (summary_path,) = (tmp_path / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["total"] == len(task.test)
+    for check in ("gold", "noop"):
+        assert summary["checks"][check]["valid"] == len(task.test), summary
+    results = [json.loads(line) for line in summary_path.with_name("results.jsonl").open()]
+    assert {r["noop"]["reward"] for r in results} == {0.0}

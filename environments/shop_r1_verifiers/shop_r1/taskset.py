@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -83,6 +84,15 @@ class ShopR1Task(vf.Task[ShopR1Data, vf.State, ShopR1TaskConfig]):
     @vf.stop
     async def answered(self, trace: vf.Trace) -> bool:
         return trace.num_turns >= 1
+
+    async def validate(self, runtime: vf.Runtime) -> bool:
+        """The gold check (``vf-validate``): the shopper's own action, answered in the
+        asked-for form, scores 1, the best reward of its type."""
+        gold = json.dumps({"rationale": "This is what I came to do.",
+                           "action": self.data.ground_truth})
+        item = ScoreItem(completion=gold, ground_truth=self.data.ground_truth, id=self.data.id)
+        (result,) = await scorer_for(self.config.scorer_settings()).ascore([item])
+        return result.score == 1.0
 
     @vf.reward(weight=1.0, priority=4)
     async def format(self, trace: vf.Trace) -> float:
