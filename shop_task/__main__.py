@@ -18,7 +18,9 @@ def history_option(value: str) -> str | int:
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that shape the task, shared by every command that builds it."""
-    parser.add_argument("--steps", default=str(DEFAULT_STEPS_PATH), help="shopping-steps JSONL")
+    parser.add_argument(
+        "--steps-file", default=str(DEFAULT_STEPS_PATH), help="the recorded shopping steps (JSONL)"
+    )
     parser.add_argument(
         "--history", type=history_option, default="full",
         help="earlier actions in the prompt: full, latest or a count (default: full)",
@@ -48,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_task_arguments(parser)
     args = parser.parse_args(argv)
-    task = build_task(args.steps, options_from(args))
+    task = build_task(args.steps_file, options_from(args))
     for skipped in task.skipped:
-        print(f"{args.steps}: skipped {skipped}", file=sys.stderr)
+        print(f"{args.steps_file}: skipped {skipped}", file=sys.stderr)
     for fmt in args.format or FORMATS:
         for split, path in write_format(task, fmt, args.out_dir).items():
             print(f"{fmt} {split}: {len(task.split(split))} rows -> {path}")
