@@ -221,7 +221,9 @@ class ServerSettings(BaseSettings, ScorerSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest request body")
     max_items: int = Field(4096, gt=0, description="most items in one request")
     default_timeout_seconds: float = Field(
-        120.0, gt=0, description="deadline of a request without X-Request-Timeout"
+        120.0, gt=0,
+        description="deadline of a request, its upload included (X-Request-Timeout may ask"
+        " for less); at the default a 64 MiB body needs a link of about 8 Mbit/s or faster",
     )
     on_certainty_failure: Literal["null", "error"] = Field(
         "null", description="a failed model: null self-certainty with a reason, or a 503"
@@ -237,17 +239,32 @@ class ServerSettings(BaseSettings, ScorerSettings):
         description="largest request line plus headers; more is answered 431",
     )
     header_timeout_seconds: float = Field(
-        10.0, gt=0, description="a connection must send its request headers within this"
+        10.0, gt=0,
+        description="total time a connection has to send a request's headers, from when it"
+        " opens or its previous answer ends; later is answered 408",
     )
     body_timeout_seconds: float = Field(
         30.0, gt=0,
-        description="longest pause while a request body is received or an answer is read",
+        description="longest pause while a request body is received (408) or an answer is"
+        " read (the connection is dropped)",
+    )
+    min_rate_bytes: float = Field(
+        64 * 1024, gt=0,
+        description="bytes/s a request body must arrive at, and an answer be read at, on"
+        " average once --rate-grace-seconds have passed (Apache mod_reqtimeout's MinRate);"
+        " slower is cut: 408, or the connection dropped",
+    )
+    rate_grace_seconds: float = Field(
+        10.0, ge=0,
+        description="seconds an upload or an answer may take before --min-rate-bytes applies"
+        " (allowed time: grace + bytes so far / min rate)",
     )
     keep_alive_seconds: int = Field(5, ge=1, description="idle keep-alive connections close")
     max_connections: int | None = Field(
         None, gt=0,
         description="open connections per worker; at the limit a new one evicts the oldest"
-        " that has not sent its headers (default: 3/4 of the open-file limit)",
+        " idle one, else the slowest upload (408), else it is refused (503)"
+        " (default: 3/4 of the open-file limit)",
     )
     log_level: str = Field("info", description="uvicorn log level")
 

@@ -11,9 +11,12 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
+    Tag,
     create_model,
 )
 from pydantic_core import PydanticCustomError
@@ -95,8 +98,32 @@ def _messages_length(messages: list[ChatMessage]) -> list[ChatMessage]:
     return messages
 
 
+def _messages_count(value: Any) -> Any:
+    # Counted before any message is validated: the limit caps the work, and its error
+    # names the limit.
+    if isinstance(value, list) and len(value) > MAX_PROMPT_MESSAGES:
+        raise ValueError(f"{len(value)} chat messages > limit {MAX_PROMPT_MESSAGES}")
+    return value
+
+
 PromptMessages = Annotated[
-    list[ChatMessage], Field(max_length=MAX_PROMPT_MESSAGES), AfterValidator(_messages_length)
+    list[ChatMessage],
+    Field(max_length=MAX_PROMPT_MESSAGES),
+    BeforeValidator(_messages_count),
+    AfterValidator(_messages_length),
+]
+
+
+def _prompt_kind(value: Any) -> str:
+    # A list is chat messages, anything else is judged as a text: an error then names
+    # what was wrong with the kind sent (a 10,000-message list is over the message limit,
+    # not "not a valid string"). The tags are type names, which error paths leave out.
+    return "list" if isinstance(value, list) else "str"
+
+
+Prompt = Annotated[
+    Annotated[PromptText, Tag("str")] | Annotated[PromptMessages, Tag("list")],
+    Discriminator(_prompt_kind),
 ]
 
 
@@ -158,7 +185,7 @@ class _LabelledCompletion(_Strict):
 class RewardItem(_LabelledCompletion):
     """One completion and its ground truth (REWARD_CONTRACT.md §1)."""
 
-    prompt: PromptText | PromptMessages | None = Field(
+    prompt: Prompt | None = Field(
         None, description="templated prompt text, or chat messages (the model's template is used)"
     )
     prompt_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
@@ -338,3 +365,19 @@ def describe_validation_errors(
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+def error_document(
+    status: int,
+    kind: str,
+    message: str,
+    param: str | None = None,
+    errors: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The one error shape, ``{"error": {"message", "type", "param", "code"}}`` (plus
+    ``errors``, every invalid field of a 422 as ``(param, message)``, when given), as the
+    JSON-ready mapping every error answer of the service encodes."""
+    error: dict[str, Any] = {"message": message, "type": kind, "param": param, "code": status}
+    if errors is not None:
+        error["errors"] = [{"param": where, "message": why} for where, why in errors]
+    return {"error": error}

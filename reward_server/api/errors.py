@@ -26,7 +26,11 @@ from reward_server.certainty.types import (
     ScorerOverloaded,
     ScorerRequestTooLarge,
 )
-from reward_server.protocol import describe_validation_error, describe_validation_errors
+from reward_server.protocol import (
+    describe_validation_error,
+    describe_validation_errors,
+    error_document,
+)
 from reward_server.service import CertaintyUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -94,10 +98,9 @@ def error_response(
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    error: dict[str, object] = {"message": message, "type": kind, "param": param, "code": status}
-    if errors is not None:
-        error["errors"] = [{"param": where, "message": why} for where, why in errors]
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    return JSONResponse(
+        error_document(status, kind, message, param, errors), status_code=status, headers=headers
+    )
 
 
 def response_for(exc: BaseException) -> JSONResponse:

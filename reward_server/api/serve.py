@@ -56,6 +56,9 @@ def uvicorn_config(settings: ServerSettings) -> Any:
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
+        min_rate=settings.min_rate_bytes,
+        rate_grace=settings.rate_grace_seconds,
+        request_timeout=settings.default_timeout_seconds,
         max_connections=settings.max_connections or default_max_connections(),
     )
     return LimitedConfig(

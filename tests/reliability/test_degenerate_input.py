@@ -266,31 +266,14 @@ def test_slow_connections_are_shed_and_probes_still_answer(tmp_path):
         process.wait(30)
 
 
-def test_connection_cap_refusal_says_when_to_retry(start_server):
-    """With every allowed connection in a request, a new one is refused with 503: like
-    every 503 of the service it carries Retry-After, so a client knows to come back."""
-    server = start_server(max_connections=2)
-    head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 100\r\nexpect: 100-continue\r\n\r\n")
-    busy = []
-    try:
-        for _ in range(2):
-            sock = socket.create_connection(("127.0.0.1", server.port))
-            busy.append(sock)
-            sock.settimeout(30)
-            sock.sendall(head)
-            # 100 Continue: the server has read the headers and the app waits for the body.
-            assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
-        with socket.create_connection(("127.0.0.1", server.port)) as extra:
-            extra.settimeout(30)
-            answer = extra.recv(65536)
-    finally:
-        for sock in busy:
-            sock.close()
-    head_lines = answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
-    assert head_lines[0].startswith(b"http/1.1 503 "), answer[:300]
-    assert any(line.startswith(b"retry-after: ") for line in head_lines), answer[:300]
-    assert dropped(server.url, "connection_cap") == 1
+def big_answer_request() -> bytes:
+    """A request whose answer is about 10 MB (each item's action is echoed)."""
+    action = {"type": "type_and_submit", "name": "search_input", "text": "w " * 16_000}
+    item = {"completion": json.dumps({"rationale": "r", "action": action}),
+            "ground_truth": TERMINATE}
+    body = json.dumps({"items": [item] * 320}).encode()
+    return (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)) + body
 
 
 def server_connections(port: int) -> int:
@@ -308,12 +291,7 @@ def test_clients_that_stop_reading_are_dropped(start_server):
     has read nothing for --body-timeout-seconds (or when evicted), so the connection cap
     holds and their unsent responses are freed."""
     server = start_server(max_connections=3, header_timeout_seconds=2, body_timeout_seconds=2)
-    action = {"type": "type_and_submit", "name": "search_input", "text": "w " * 16_000}
-    item = {"completion": json.dumps({"rationale": "r", "action": action}),
-            "ground_truth": TERMINATE}
-    body = json.dumps({"items": [item] * 320}).encode()  # a 10 MB answer: the action echoed
-    head = (b"POST /v1/rewards HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n" % len(body))
+    request = big_answer_request()
     readers = []
     try:
         for _ in range(6):
@@ -322,7 +300,7 @@ def test_clients_that_stop_reading_are_dropped(start_server):
             readers.append(sock)
             sock.connect(("127.0.0.1", server.port))
             with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                sock.sendall(head + body)  # a connection over the cap is refused (503)
+                sock.sendall(request)  # a connection over the cap is refused (503)
         # Over the cap at no point after the refusals and evictions, and none left once
         # the stalled ones have been dropped.
         deadline = time.monotonic() + 60
@@ -555,3 +533,15 @@ def test_unscorable_input_is_never_503_even_when_failures_are_errors(model_serve
         assert result["certainty"]["reason"] == "invalid_request"
         assert result["reward"] == pytest.approx(0.8)
     assert good["components"]["self_certainty"] is not None
+
+
+def test_ten_thousand_chat_messages_name_the_message_limit(server):
+    """Refused before any message is validated, with the limit in the message (not the
+    text branch's "Input should be a valid string")."""
+    messages = [{"role": "user", "content": "hi"}] * 10_000
+    response = post(server.url, "/v1/rewards", {"items": [
+        {"completion": GOOD, "ground_truth": TERMINATE, "prompt": messages}]})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["param"] == "items[0].prompt"
+    assert error["message"] == "10000 chat messages > limit 1024"
