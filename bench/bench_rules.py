@@ -333,9 +333,20 @@ class Baseline:
 # ----------------------------------------------------------------------------------------
 
 
+# The reward core's memo caches (similarity's target tokens, parsed ground-truth strings),
+# found by what they are rather than by name, so a renamed cache is still cleared.
+MEMO_MODULES = (_parsing, _similarity)
+
+
 def clear_library_caches() -> None:
-    _similarity._cached_tokens.cache_clear()
-    _parsing._parse_ground_truth_text.cache_clear()
+    cleared = 0
+    for module in MEMO_MODULES:
+        for value in vars(module).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+                cleared += 1
+    if not cleared:
+        raise SystemExit("FAIL: the reward core has no memo cache to clear; update the bench")
 
 
 def library_scores(
@@ -452,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rate["rewards"] / rate["baseline"]
     breakdown_ratio = rate["breakdowns"] / rate["baseline"]
     cpu_ratio = statistics.median(cpus["baseline"]) / statistics.median(cpus["rewards"])
+    breakdown_cpu_ratio = (
+        statistics.median(cpus["baseline"]) / statistics.median(cpus["breakdowns"])
+    )
 
     # Report.
     n = args.items
@@ -497,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  ratio (rewards only / baseline, like for like, median wall-clock items/s): "
         f"{ratio:.2f}x   (target >= 3x); by median CPU time: {cpu_ratio:.2f}x"
     )
-    print(f"  ratio (breakdowns / baseline): {breakdown_ratio:.2f}x")
+    print(
+        f"  ratio (breakdowns / baseline): {breakdown_ratio:.2f}x; by median CPU time: "
+        f"{breakdown_cpu_ratio:.2f}x"
+    )
     print(
         json.dumps(
             {
@@ -509,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 "baseline_items_per_s": round(rate["baseline"], 1),
                 "ratio_breakdowns_vs_baseline": round(breakdown_ratio, 3),
                 "ratio_cpu_time": round(cpu_ratio, 3),
+                "ratio_breakdowns_cpu_time": round(breakdown_cpu_ratio, 3),
                 "ratio_vs_baseline": round(ratio, 3),
             }
         )

@@ -256,10 +256,12 @@ class RewardService:
     ) -> tuple[list[tuple[Certainty, float | None]], float, float]:
         """(certainty, value) per item, plus the slowest item's queue and forward seconds."""
         assert self.scorer is not None
-        wanted = [i for i, outcome in enumerate(outcomes) if type(outcome) is not FormatFailure]
+        parsed = [(i, out) for i, out in enumerate(outcomes) if isinstance(out, ParsedFields)]
+        wanted = [i for i, _ in parsed]
         requests = []
-        for i in wanted:
-            _rationale, _type, _name, _text, span = outcomes[i]  # type: ignore[misc]
+        for i, fields in parsed:
+            span = fields.rationale_span
+            assert span is not None  # _parse_all has parse_fields look for it
             ids = items[i].completion_ids
             requests.append(
                 CertaintyRequest(

@@ -31,7 +31,7 @@ import orjson
 
 from reward_contract import ACTION_TYPES
 from reward_server.rewards.errors import CompletionTypeError, GroundTruthError
-from reward_server.rewards.types import Action, FormatFailure, ParsedCompletion
+from reward_server.rewards.types import Action, FormatFailure, ParsedCompletion, ParsedFields
 
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _TOP_LEVEL_KEYS = frozenset({"rationale", "action"})
@@ -184,6 +184,8 @@ def _check_action(value: Any, strict: bool) -> Action:
 
 
 _tuple_new = tuple.__new__
+# See reward_server.rewards.types: built by field name, without a class call's dict.
+_new_fields = ParsedFields.__new__
 
 
 def _no_dropped_members(completion: str, decoded: Any) -> bool:
@@ -281,7 +283,10 @@ def _parse_fast_strict(
             elif completion.count('"') != 2 * (3 + 2 * len(action)):
                 return None
             if not with_span:
-                return (rationale, action_type, name, text, None)
+                return _new_fields(
+                    ParsedFields, rationale=rationale, action_type=action_type, name=name,
+                    text=text, rationale_span=None,
+                )
             if escaped:
                 span = _rationale_span(completion, rationale)
             else:
@@ -289,7 +294,10 @@ def _parse_fast_strict(
                 span = None if start is None else (start, start + len(rationale))
             if span is None:
                 return None
-            return (rationale, action_type, name, text, span)
+            return _new_fields(
+                ParsedFields, rationale=rationale, action_type=action_type, name=name,
+                text=text, rationale_span=span,
+            )
     if not _no_dropped_members(completion, top):
         return None
     try:
@@ -307,22 +315,22 @@ def parse_completion(
     Raises :class:`CompletionTypeError` only when ``completion`` is not a string.
     """
     outcome = parse_fields(completion, mode, max_chars)
-    if type(outcome) is FormatFailure:
+    if isinstance(outcome, FormatFailure):
         return outcome
-    rationale, action_type, name, text, span = outcome  # type: ignore[misc]
-    return ParsedCompletion(rationale, Action(action_type, name, text), span)
-
-
-# (rationale, action type, name, text, rationale span): a parsed answer as one exact tuple;
-# the span may be None only when it was not asked for.
-ParsedFields = tuple[str, str, str, str, tuple[int, int] | None]
+    span = outcome.rationale_span
+    assert span is not None  # parse_fields looks for it unless told not to
+    return ParsedCompletion(
+        rationale=outcome.rationale,
+        action=Action(type=outcome.action_type, name=outcome.name, text=outcome.text),
+        rationale_span=span,
+    )
 
 
 def parse_fields(
     completion: str, mode: str = "strict", max_chars: int = 32_768, with_span: bool = True
 ) -> ParsedFields | FormatFailure:
-    """:func:`parse_completion` with the answer flat, for batch scoring: exact tuples are
-    cheaper to build and, unlike NamedTuples, untracked by the collector once checked.
+    """:func:`parse_completion` with the answer flat, for batch scoring: one tuple per
+    answer instead of a ParsedCompletion and its Action.
 
     ``with_span=False`` is for callers that need only the action: the span is not looked
     for (it may be None) and nothing else changes.
@@ -339,9 +347,12 @@ def parse_fields(
         if decided is not None:
             return decided
     walked = _parse_walking(completion, strict)
-    if type(walked) is FormatFailure:
+    if isinstance(walked, FormatFailure):
         return walked
-    return (walked.rationale, *walked.action, walked.rationale_span)  # type: ignore[union-attr]
+    return _new_fields(
+        ParsedFields, rationale=walked.rationale, action_type=walked.action.type,
+        name=walked.action.name, text=walked.action.text, rationale_span=walked.rationale_span,
+    )
 
 
 def _parse_walking(completion: str, strict: bool) -> ParsedCompletion | FormatFailure:
@@ -395,7 +406,10 @@ def parse_ground_truth(value: Any) -> Action:
     Raises :class:`GroundTruthError` naming the field otherwise.
     """
     if type(value) is dict:
-        action = _well_formed_truth(value) or _ground_truth_from_object(value)
+        usual = _well_formed_truth(value)
+        if usual is not None:
+            return usual
+        action = _ground_truth_from_object(value)
     elif isinstance(value, Action):
         action = value
     elif isinstance(value, str):
@@ -426,8 +440,9 @@ _TERMINATE = Action("terminate")
 
 
 def _well_formed_truth(value: dict[str, Any]) -> Action | None:
-    """The action of a ground truth in its usual exact shape, else None (the full check
-    then accepts it or names the field): most batches carry only these."""
+    """The action of a ground truth in its usual exact shape, with fields within the
+    length bounds, else None (the full check then accepts it or names the field): most
+    batches carry only these."""
     action_type = value.get("type")
     size = len(value)
     if action_type == "type_and_submit" and size == 3:
@@ -439,11 +454,17 @@ def _well_formed_truth(value: dict[str, Any]) -> Action | None:
             and text
             and not name.isspace()
             and not text.isspace()
+            and len(name) <= MAX_GROUND_TRUTH_FIELD_CHARS >= len(text)
         ):
             return _tuple_new(Action, ("type_and_submit", name, text))
     elif action_type == "click" and size == 2:
         name = value.get("name")
-        if type(name) is str and name and not name.isspace():
+        if (
+            type(name) is str
+            and name
+            and not name.isspace()
+            and len(name) <= MAX_GROUND_TRUTH_FIELD_CHARS
+        ):
             return _tuple_new(Action, ("click", name, ""))
     elif action_type == "terminate" and size == 1:
         return _TERMINATE

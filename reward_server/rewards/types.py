@@ -1,7 +1,10 @@
 """Value types of the reward core: actions, parse results, component breakdowns.
 
 They are NamedTuples: immutable like frozen dataclasses, but built several times faster,
-which matters at tens of thousands of items per second.
+which matters at tens of thousands of items per second. The per-item path builds them by
+field name through their generated ``__new__`` (``ParsedFields.__new__(ParsedFields,
+rationale=..., ...)``): a class called with keywords packs them into a new dict on every
+call, and that dict would cost more than the whole tuple.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ class ParsedCompletion(NamedTuple):
     rationale_span: tuple[int, int]
 
 
+class ParsedFields(NamedTuple):
+    """A completion that passed the format check, flat, as batch scoring reads it: the
+    action's fields ("" when absent) and the rationale's span (see
+    :class:`ParsedCompletion`), which is None only when it was not asked for."""
+
+    rationale: str
+    action_type: str
+    name: str
+    text: str
+    rationale_span: tuple[int, int] | None
+
+
 class FormatFailure(NamedTuple):
     """Why a completion fails the format reward; ``reason`` is machine-readable."""
 
@@ -63,7 +78,9 @@ class RewardBreakdown(NamedTuple):
     these per item, and CPython's collector re-walks every surviving tuple *subclass* at
     each full collection, so one per item instead of three or four (Action,
     ParsedCompletion, FormatFailure) is a measurable share of a large batch's time.
-    ``parsed``, ``failure`` and ``action`` rebuild the typed views on access.
+    ``parsed``, ``failure`` and ``action`` rebuild the typed views on access. The parse
+    outcome's fields are None where it does not apply (the action's when the format
+    failed, the failure's when it passed).
     """
 
     reward: float
@@ -72,14 +89,14 @@ class RewardBreakdown(NamedTuple):
     type: float
     attribute: float
     value: float
-    self_certainty: float | None
-    rationale: str | None
-    action_type: str | None
-    action_name: str | None
-    action_text: str | None
-    rationale_span: tuple[int, int] | None
-    failure_reason: str | None
-    failure_detail: str | None
+    self_certainty: float | None = None
+    rationale: str | None = None
+    action_type: str | None = None
+    action_name: str | None = None
+    action_text: str | None = None
+    rationale_span: tuple[int, int] | None = None
+    failure_reason: str | None = None
+    failure_detail: str | None = None
 
     @property
     def format_ok(self) -> bool:

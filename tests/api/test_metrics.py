@@ -167,7 +167,7 @@ def test_observations_are_written_within_the_flush_interval() -> None:
     from reward_server.config import RewardConfig
     from reward_server.results import NO_CERTAINTY, ItemResult
     from reward_server.rewards import Action, parse_completion
-    from reward_server.rewards.rubric import compose_reward
+    from reward_server.rewards.compose import compose_reward
     from reward_server.telemetry import FORMAT_FAILURES
 
     failures = FORMAT_FAILURES.labels("too_long")

@@ -18,7 +18,7 @@ from reward_server.rewards.parsing import (
     parse_completion,
     parse_fields,
 )
-from reward_server.rewards.types import FormatFailure, ParsedCompletion
+from reward_server.rewards.types import FormatFailure, ParsedCompletion, ParsedFields
 
 KEYS = st.sampled_from(
     ["rationale", "action", "type", "name", "text", "r\\u0061tionale", "t\\u0079pe", "x", 'q\\"']
@@ -62,11 +62,11 @@ def well_formed() -> st.SearchStrategy[str]:
     )
 
 
-def flat(outcome: ParsedCompletion | FormatFailure) -> tuple:
+def flat(outcome: ParsedCompletion | FormatFailure) -> ParsedFields | FormatFailure:
     """The fast path's form of an outcome: (rationale, type, name, text, span)."""
     if isinstance(outcome, FormatFailure):
         return outcome
-    return (outcome.rationale, *outcome.action, outcome.rationale_span)
+    return ParsedFields(outcome.rationale, *outcome.action, outcome.rationale_span)
 
 
 def assert_agrees(completion: str) -> None:
@@ -100,7 +100,7 @@ def test_fast_path_takes_well_formed_answers(completion: str) -> None:
     assert_agrees(completion)
     # The one well-formed case left to the walker: the text "\u0022" anywhere (it may
     # spell a quote, which would hide a duplicate key from the quote count).
-    taken = type(_parse_fast_strict(completion)) is tuple
+    taken = type(_parse_fast_strict(completion)) is ParsedFields
     assert taken or "\\u0022" in completion
 
 
