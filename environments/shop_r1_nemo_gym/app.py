@@ -29,34 +29,16 @@ from nemo_gym.base_resources_server import (
     SimpleResourcesServer,
 )
 from pydantic import PrivateAttr
-from shop_r1_env import Scorer, ScorerSettings, scorer_for
+from shop_r1_env import Scorer, ScoringFields, scorer_for
 
 from client import BadRequestError, RewardClientError, ScoreItem
-from reward_contract import CertaintySource
 from reward_server.rewards import RewardInputError
 
 
-class ShopR1ResourcesServerConfig(BaseResourcesServerConfig):
-    reward_url: str | None = None
-    """The reward service's base URL(s), comma-separated; unset: the rules core here."""
-    api_key: str | None = None
-    self_certainty_source: CertaintySource | None = None
-    reward_profile: str | None = None
-    reward_config: str | None = None
-    """A JSON object of reward overrides, e.g. ``{"temperature": 0.6}``."""
-    reward_timeout: float = 120.0
-    reward_max_attempts: int = 5
-
-    def scorer_settings(self) -> ScorerSettings:
-        return ScorerSettings(
-            reward_url=self.reward_url,
-            api_key=self.api_key,
-            self_certainty_source=self.self_certainty_source,
-            profile=self.reward_profile,
-            config_json=self.reward_config,
-            timeout=self.reward_timeout,
-            max_attempts=self.reward_max_attempts,
-        )
+class ShopR1ResourcesServerConfig(BaseResourcesServerConfig, ScoringFields):
+    """The server's config: NeMo Gym's, and where the reward is computed (``reward_url``,
+    unset: the rules core here; ``api_key``, ``self_certainty_source``,
+    ``reward_profile``, ``reward_config``, ``reward_timeout``, ``reward_max_attempts``)."""
 
 
 class ShopR1VerifyRequest(BaseVerifyRequest):

@@ -55,7 +55,8 @@ def test_verifiers_environment_scores_like_the_cli(task, rules_server, tmp_path)
          "items": [{"id": r.id, "completion": answer(r, k)} for k, r in enumerate(service_rows)]},
         {"env": {"taskset": {"id": "shop_r1", "rows_path": str(user_file)}}, "items": []},
         {"env": {"taskset": {"id": "shop_r1", "split": "test", "task": {
-            "reward_url": closed, "profile": "paper", "max_attempts": 1, "timeout": 5}}},
+            "reward_url": closed, "reward_profile": "paper", "reward_max_attempts": 1,
+            "reward_timeout": 5}}},
          "items": [{"id": service_rows[0].id, "completion": answer(service_rows[0], 0)}]},
     ]
     out = run_driver("verifiers", "verifiers_score.py", {"runs": runs}, tmp_path)["runs"]

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-from shop_r1_env.rows import TaskSource, load_rows, read_user_rows
+from shop_r1_env.rows import TaskFields, TaskSource, load_rows, read_user_rows
 from shop_r1_env.scoring import (
     RulesScorer,
     Scorer,
     ScorerSettings,
+    ScoringFields,
     ServiceScorer,
     make_scorer,
     scorer_for,
@@ -24,7 +25,9 @@ __all__ = [
     "RulesScorer",
     "Scorer",
     "ScorerSettings",
+    "ScoringFields",
     "ServiceScorer",
+    "TaskFields",
     "TaskSource",
     "load_rows",
     "make_scorer",

@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from shop_task import DEFAULT_STEPS_PATH, ShopTask, TaskOptions, build_task
 
 Split = Literal["train", "test"]
@@ -36,15 +38,24 @@ class PromptRow(Protocol):
     def ground_truth(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class TaskSource:
-    """Which task to build: the steps file and the ``shop_task.TaskOptions``."""
+class TaskFields(BaseModel):
+    """Which task to build, as every environment's own config carries it: the steps
+    file and the ``shop_task.TaskOptions``."""
 
     steps_path: str = str(DEFAULT_STEPS_PATH)
     history: Literal["full", "latest"] | int = "full"
     distractors: int = 6
     seed: int = 0
     test_fraction: float = 0.2
+
+    def task_source(self) -> TaskSource:
+        return TaskSource(**{name: getattr(self, name) for name in TaskFields.model_fields})
+
+
+class TaskSource(TaskFields):
+    """The task fields, frozen: the key of the per-process task cache."""
+
+    model_config = ConfigDict(frozen=True)
 
     def options(self) -> TaskOptions:
         return TaskOptions(

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from client import RetryPolicy, RewardClient, RewardResult, ScoreItem
 from reward_contract import CertaintySource
@@ -37,24 +38,36 @@ from reward_server.results import NO_CERTAINTY, ItemResult, provided_certainty, 
 from reward_server.rewards import score_batch
 
 
-@dataclass(frozen=True)
-class ScorerSettings:
-    """Where and how to score; hashable, so one scorer serves every equal setting.
+class ScoringFields(BaseModel):
+    """Where and how to score: the fields every environment's own config carries (a
+    verifiers TaskConfig, a NeMo Gym server config, the OpenEnv server's options).
 
     ``reward_url``: base URL(s) of the service, comma-separated (None: the rules core in
-    this process). ``profile`` and ``config_json`` (a JSON object of reward overrides)
-    choose the reward settings; ``timeout`` and ``max_attempts`` bound one service call.
+    this process). ``reward_profile`` and ``reward_config`` (a JSON object of reward
+    overrides) choose the reward settings; ``reward_timeout`` and ``reward_max_attempts``
+    bound one service call.
     """
 
     reward_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = Field(default=None, repr=False)
     self_certainty_source: CertaintySource | None = None
-    profile: str | None = None
-    config_json: str | None = None
-    timeout: float = 120.0
-    max_attempts: int = 5
+    reward_profile: str | None = None
+    reward_config: str | None = None
+    reward_timeout: float = Field(default=120.0, gt=0)
+    reward_max_attempts: int = Field(default=5, ge=1)
 
-    def __post_init__(self) -> None:
+    def scorer_settings(self) -> ScorerSettings:
+        return ScorerSettings(**{name: getattr(self, name) for name in ScoringFields.model_fields})
+
+
+class ScorerSettings(ScoringFields):
+    """The scoring fields, checked and frozen: hashable, so one scorer serves every equal
+    setting."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScorerSettings:
         if self.reward_url is not None and not self.reward_url.strip():
             raise ValueError("reward_url: empty; leave it unset to score in-process")
         if self.reward_url is None and self.self_certainty_source == "model":
@@ -62,21 +75,18 @@ class ScorerSettings:
                 "self_certainty_source: 'model' needs the reward service (set reward_url); "
                 "in-process scoring has 'provided' or 'none'"
             )
-        if self.timeout <= 0:
-            raise ValueError(f"timeout: must be > 0, got {self.timeout}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts: must be >= 1, got {self.max_attempts}")
-        self.overrides()  # a bad config_json is refused here, naming the field
+        self.overrides()  # a bad reward_config is refused here, naming the field
+        return self
 
     def overrides(self) -> dict[str, Any] | None:
-        if self.config_json is None:
+        if self.reward_config is None:
             return None
         try:
-            parsed = json.loads(self.config_json)
+            parsed = json.loads(self.reward_config)
         except ValueError as exc:
-            raise ValueError(f"config_json: not JSON: {exc}") from None
+            raise ValueError(f"reward_config: not JSON: {exc}") from None
         if not isinstance(parsed, dict):
-            raise ValueError("config_json: must be a JSON object of reward settings")
+            raise ValueError("reward_config: must be a JSON object of reward settings")
         return parsed
 
 
@@ -100,7 +110,7 @@ class RulesScorer:
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.settings = settings
-        self.config: RewardConfig = load_config(settings.profile or "paper").with_overrides(
+        self.config: RewardConfig = load_config(settings.reward_profile or "paper").with_overrides(
             settings.overrides()
         )
 
@@ -132,7 +142,7 @@ class RulesScorer:
         return self.score(items)
 
     def describe(self) -> str:
-        return f"rules core in-process (profile {self.settings.profile or 'paper'})"
+        return f"rules core in-process (profile {self.settings.reward_profile or 'paper'})"
 
 
 class ServiceScorer:
@@ -145,8 +155,8 @@ class ServiceScorer:
         self.client = RewardClient(
             settings.reward_url,
             api_key=settings.api_key,
-            timeout=settings.timeout,
-            retry=RetryPolicy(max_attempts=settings.max_attempts),
+            timeout=settings.reward_timeout,
+            retry=RetryPolicy(max_attempts=settings.reward_max_attempts),
         )
         self._alpha: float | None = None
 
@@ -155,8 +165,8 @@ class ServiceScorer:
         """The service's effective alpha for these settings: the named profile's, else the
         one the server runs with (``GET /v1/config``), overrides applied on top."""
         if self._alpha is None:
-            if self.settings.profile is not None:
-                base = load_config(self.settings.profile)
+            if self.settings.reward_profile is not None:
+                base = load_config(self.settings.reward_profile)
             else:
                 base = RewardConfig.model_validate(self.client.server_config()["config"])
             self._alpha = base.with_overrides(self.settings.overrides()).alpha
@@ -167,7 +177,7 @@ class ServiceScorer:
             items,
             config=self.settings.overrides(),
             self_certainty_source=self.settings.self_certainty_source,
-            profile=self.settings.profile,
+            profile=self.settings.reward_profile,
         )
         return batch.results
 

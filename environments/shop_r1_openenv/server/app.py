@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from openenv.core.env_server.http_server import create_app
-from shop_r1_env import ScorerSettings, TaskSource, make_scorer
+from shop_r1_env import ScorerSettings, ScoringFields, TaskFields, TaskSource, make_scorer
 from shop_r1_env.rows import build
 
 try:
@@ -33,26 +33,30 @@ except ImportError:  # run from the environment's folder (OpenEnv's `server.app:
 
 ENV_NAME = "shop_r1"
 
-# option -> (environment variable, type, default, help)
-OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
-    "host": ("SHOP_R1_OPENENV_HOST", str, "127.0.0.1", "address to bind"),
-    "port": ("SHOP_R1_OPENENV_PORT", int, 8001, "port to bind"),
-    "split": ("SHOP_R1_OPENENV_SPLIT", str, "train", "episodes of the task's train or test split"),
-    "history": ("SHOP_R1_OPENENV_HISTORY", str, "full", "'full', 'latest' or a number"),
-    "distractors": ("SHOP_R1_OPENENV_DISTRACTORS", int, 6, "distractor elements per page"),
-    "seed": ("SHOP_R1_OPENENV_SEED", int, 0, "seed of the split and the pages"),
-    "test_fraction": ("SHOP_R1_OPENENV_TEST_FRACTION", float, 0.2, "share of test episodes"),
-    "steps_path": ("SHOP_R1_OPENENV_STEPS_PATH", str, None, "recorded steps (JSONL)"),
-    "max_sessions": ("SHOP_R1_OPENENV_MAX_SESSIONS", int, 64, "concurrent sessions"),
-    "reward_url": ("SHOP_R1_REWARD_URL", str, None, "reward service URL(s); unset: in-process"),
-    "api_key": ("SHOP_R1_API_KEY", str, None, "the reward service's API key"),
-    "self_certainty_source": (
-        "SHOP_R1_SELF_CERTAINTY_SOURCE", str, None, "model / provided / none",
-    ),
-    "reward_profile": ("SHOP_R1_REWARD_PROFILE", str, None, "reward profile (paper, binary...)"),
-    "reward_config": ("SHOP_R1_REWARD_CONFIG", str, None, "JSON object of reward overrides"),
-    "reward_timeout": ("SHOP_R1_REWARD_TIMEOUT", float, 120.0, "seconds per scoring call"),
-    "reward_max_attempts": ("SHOP_R1_REWARD_MAX_ATTEMPTS", int, 5, "attempts per scoring call"),
+# option -> (environment variable, type, help). The task and scoring options are the
+# fields of shop_r1_env's TaskFields and ScoringFields, whose defaults they take.
+OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "host": ("SHOP_R1_OPENENV_HOST", str, "address to bind (default 127.0.0.1)"),
+    "port": ("SHOP_R1_OPENENV_PORT", int, "port to bind (default 8001)"),
+    "split": ("SHOP_R1_OPENENV_SPLIT", str, "episodes of the task's train or test split"),
+    "max_sessions": ("SHOP_R1_OPENENV_MAX_SESSIONS", int, "concurrent sessions"),
+    "history": ("SHOP_R1_OPENENV_HISTORY", str, "'full', 'latest' or a number"),
+    "distractors": ("SHOP_R1_OPENENV_DISTRACTORS", int, "distractor elements per page"),
+    "seed": ("SHOP_R1_OPENENV_SEED", int, "seed of the split and the pages"),
+    "test_fraction": ("SHOP_R1_OPENENV_TEST_FRACTION", float, "share of test episodes"),
+    "steps_path": ("SHOP_R1_OPENENV_STEPS_PATH", str, "recorded steps (JSONL)"),
+    "reward_url": ("SHOP_R1_REWARD_URL", str, "reward service URL(s); unset: in-process"),
+    "api_key": ("SHOP_R1_API_KEY", str, "the reward service's API key"),
+    "self_certainty_source": ("SHOP_R1_SELF_CERTAINTY_SOURCE", str, "model/provided/none"),
+    "reward_profile": ("SHOP_R1_REWARD_PROFILE", str, "reward profile (paper, binary, ...)"),
+    "reward_config": ("SHOP_R1_REWARD_CONFIG", str, "JSON object of reward overrides"),
+    "reward_timeout": ("SHOP_R1_REWARD_TIMEOUT", float, "seconds per scoring call"),
+    "reward_max_attempts": ("SHOP_R1_REWARD_MAX_ATTEMPTS", int, "attempts per scoring call"),
+}
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1", "port": 8001, "split": "train", "max_sessions": 64,
+    **{name: field.default for name, field in TaskFields.model_fields.items()},
+    **{name: field.default for name, field in ScoringFields.model_fields.items()},
 }
 
 
@@ -60,42 +64,27 @@ def parse_options(argv: list[str] | None = None, environ: Mapping[str, str] | No
     """The server's options: flags, else their environment variables, else defaults."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="shop-r1-openenv", description=__doc__.split("\n")[0])
-    for name, (variable, kind, default, text) in OPTIONS.items():
+    for name, (variable, kind, text) in OPTIONS.items():
         raw = environ.get(variable) or None
         parser.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
-            default=default if raw is None else kind(raw),
-            help=f"{text} (${variable}; default {default})",
+            default=DEFAULTS[name] if raw is None else kind(raw),
+            help=f"{text} (${variable})",
         )
     return parser.parse_args(argv)
 
 
 def build_app(options: argparse.Namespace):
     """The FastAPI app: the split's episodes and one scorer, shared by every session."""
-    history = options.history if options.history in ("full", "latest") else int(options.history)
-    source_fields = {} if options.steps_path is None else {"steps_path": options.steps_path}
-    source = TaskSource(
-        history=history,
-        distractors=options.distractors,
-        seed=options.seed,
-        test_fraction=options.test_fraction,
-        **source_fields,
-    )
+    given = vars(options)
+    if given["history"] not in ("full", "latest"):
+        given = {**given, "history": int(given["history"])}
+    source = TaskSource(**{name: given[name] for name in TaskFields.model_fields})
+    settings = ScorerSettings(**{name: given[name] for name in ScoringFields.model_fields})
     book = EpisodeBook(build(source).episodes(options.split), options.split)
-    scorer = make_scorer(
-        ScorerSettings(
-            reward_url=options.reward_url,
-            api_key=options.api_key,
-            self_certainty_source=options.self_certainty_source,
-            profile=options.reward_profile,
-            config_json=options.reward_config,
-            timeout=options.reward_timeout,
-            max_attempts=options.reward_max_attempts,
-        )
-    )
     return create_app(
-        partial(ShopR1Environment, book, scorer),
+        partial(ShopR1Environment, book, make_scorer(settings)),
         ShopR1Action,
         ShopR1Observation,
         env_name=ENV_NAME,

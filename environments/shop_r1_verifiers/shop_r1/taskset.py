@@ -28,11 +28,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import verifiers.v1 as vf
-from shop_r1_env import ScorerSettings, TaskSource, load_rows, read_user_rows, scorer_for
+from shop_r1_env import ScoringFields, TaskFields, load_rows, read_user_rows, scorer_for
 
 from client import ScoreItem
-from reward_contract import CertaintySource
-from shop_task import DEFAULT_STEPS_PATH
 
 INFO_KEY = "shop_r1"
 
@@ -44,31 +42,10 @@ class ShopR1Data(vf.TaskData):
     step: int | None = None
 
 
-class ShopR1TaskConfig(vf.TaskConfig):
-    """Where the reward is computed (``--env.taskset.task.*``)."""
-
-    reward_url: str | None = None
-    """The reward service's base URL(s), comma-separated; unset: the rules core here."""
-    api_key: str | None = None
-    self_certainty_source: CertaintySource | None = None
-    """``model`` / ``provided`` / ``none``; unset: the service's default."""
-    profile: str | None = None
-    """A reward profile (``paper``, ``binary``, ``no_dars``, ...); unset: the service's."""
-    config_json: str | None = None
-    """A JSON object of reward overrides, e.g. ``{"temperature": 0.6}``."""
-    timeout: float = 120.0
-    max_attempts: int = 5
-
-    def scorer_settings(self) -> ScorerSettings:
-        return ScorerSettings(
-            reward_url=self.reward_url,
-            api_key=self.api_key,
-            self_certainty_source=self.self_certainty_source,
-            profile=self.profile,
-            config_json=self.config_json,
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-        )
+class ShopR1TaskConfig(vf.TaskConfig, ScoringFields):
+    """Where the reward is computed (``--env.taskset.task.*``): ``reward_url`` (unset:
+    the rules core here), ``api_key``, ``self_certainty_source``, ``reward_profile``,
+    ``reward_config``, ``reward_timeout``, ``reward_max_attempts``."""
 
 
 class ShopR1Task(vf.Task[ShopR1Data, vf.State, ShopR1TaskConfig]):
@@ -174,19 +151,15 @@ class ShopR1Task(vf.Task[ShopR1Data, vf.State, ShopR1TaskConfig]):
         return [*messages, *({"role": m.role, "content": m.content} for m in prompt or [])]
 
 
-class ShopR1Config(vf.TasksetConfig):
+class ShopR1Config(vf.TasksetConfig, TaskFields):
     """Which rows load (``--env.taskset.*``): the task's ``split`` built by ``shop_task``
-    with these options, or the user's ``rows_path`` (JSON lines ``{"prompt": [messages],
-    "ground_truth": <action>}``, as ``python -m shop_task`` writes them)."""
+    with the task options (``history``, ``distractors``, ``seed``, ``test_fraction``,
+    ``steps_path``), or the user's ``rows_path`` (JSON lines ``{"prompt": [messages],
+    "ground_truth": <action>, "id"?}``, as ``python -m shop_task`` writes them)."""
 
     task: ShopR1TaskConfig = ShopR1TaskConfig()
     split: Literal["train", "test"] = "train"
     rows_path: str | None = None
-    steps_path: str = str(DEFAULT_STEPS_PATH)
-    history: Literal["full", "latest"] | int = "full"
-    distractors: int = 6
-    seed: int = 0
-    test_fraction: float = 0.2
 
 
 class ShopR1Taskset(vf.Taskset[ShopR1Task, ShopR1Config]):
@@ -195,14 +168,7 @@ class ShopR1Taskset(vf.Taskset[ShopR1Task, ShopR1Config]):
         if self.config.rows_path is not None:
             rows = read_user_rows(self.config.rows_path)
         else:
-            source = TaskSource(
-                steps_path=self.config.steps_path,
-                history=self.config.history,
-                distractors=self.config.distractors,
-                seed=self.config.seed,
-                test_fraction=self.config.test_fraction,
-            )
-            rows = load_rows(source, self.config.split)
+            rows = load_rows(self.config.task_source(), self.config.split)
         return [ShopR1Task(_data(row), config) for row in rows]
 
     def task_config(self) -> ShopR1TaskConfig:
