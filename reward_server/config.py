@@ -267,6 +267,9 @@ class ServerSettings(BaseSettings, ScorerSettings):
         " (default: 3/4 of the open-file limit)",
     )
     log_level: str = Field("info", description="uvicorn log level")
+    # Set by ray-serve, never by a user: there the HTTP server in front is Ray's, so the
+    # app itself bounds each upload (api/upload_limits.py).
+    app_bounds_uploads: CliSuppress[bool] = False
 
     @model_validator(mode="after")
     def _key_from_file(self) -> ServerSettings:

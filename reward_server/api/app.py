@@ -70,6 +70,11 @@ def create_app(
     register_error_handlers(app)
     # Added innermost first: metrics see every response, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.app_bounds_uploads:
+        from reward_server.api.serve import connection_limits_of
+        from reward_server.api.upload_limits import UploadLimitMiddleware
+
+        app.add_middleware(UploadLimitMiddleware, limits=connection_limits_of(settings))
     if settings.api_key:
         app.add_middleware(
             BearerAuthMiddleware, api_key=settings.api_key, public_paths=PUBLIC_PATHS

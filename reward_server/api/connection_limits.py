@@ -129,7 +129,7 @@ def error_bytes(status: int, kind: str, message: str) -> bytes:
     return head + body
 
 
-def _request_seconds(headers: list[tuple[bytes, bytes]], default: float) -> float:
+def request_seconds(headers: list[tuple[bytes, bytes]], default: float) -> float:
     """The request's deadline in seconds: ``X-Request-Timeout`` when it is a positive
     number, capped by ``default``; else ``default`` (the app answers a bad value)."""
     for name, value in headers:
@@ -324,7 +324,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.uploading = True
         self.upload_started = self._upload_last = self._upload_checked = now
         self.upload_received = 0
-        self._upload_seconds = _request_seconds(self.headers, self.limits.request_timeout)
+        self._upload_seconds = request_seconds(self.headers, self.limits.request_timeout)
         self._upload_deadline = now + self._upload_seconds
         super().on_headers_complete()
 

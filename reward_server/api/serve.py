@@ -44,15 +44,11 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(_cli_settings_source=source(parsed_args=args)).check()
 
 
-def uvicorn_config(settings: ServerSettings) -> Any:
-    """uvicorn's configuration for ``settings`` (the app is built in each worker)."""
-    from reward_server.api.connection_limits import (
-        ConnectionLimits,
-        LimitedConfig,
-        default_max_connections,
-    )
+def connection_limits_of(settings: ServerSettings) -> Any:
+    """The :class:`~reward_server.api.connection_limits.ConnectionLimits` of ``settings``."""
+    from reward_server.api.connection_limits import ConnectionLimits, default_max_connections
 
-    limits = ConnectionLimits(
+    return ConnectionLimits(
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
@@ -61,6 +57,13 @@ def uvicorn_config(settings: ServerSettings) -> Any:
         request_timeout=settings.default_timeout_seconds,
         max_connections=settings.max_connections or default_max_connections(),
     )
+
+
+def uvicorn_config(settings: ServerSettings) -> Any:
+    """uvicorn's configuration for ``settings`` (the app is built in each worker)."""
+    from reward_server.api.connection_limits import LimitedConfig
+
+    limits = connection_limits_of(settings)
     return LimitedConfig(
         APP_FACTORY,
         factory=True,

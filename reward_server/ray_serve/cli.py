@@ -20,7 +20,7 @@ from reward_server.config import ServerSettings
 from reward_server.ray_serve.settings import ENV_PREFIX, RaySettings, split_settings
 
 # Not options of this command: one process per ingress replica is Ray's job here.
-SKIPPED = {"multiprocess_dir", "workers"}
+SKIPPED = {"multiprocess_dir", "workers", "app_bounds_uploads"}
 
 
 def _flag(name: str) -> str:

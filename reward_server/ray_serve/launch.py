@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import signal
@@ -156,6 +157,8 @@ def check_resources(resources: dict[str, float], server: ServerSettings,
 
 
 HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
+# HAProxy's tune.maxrewrite default: the part of each buffer headers may not use.
+HAPROXY_MAXREWRITE = 1024
 
 
 def use_haproxy(server: ServerSettings, cluster: RaySettings) -> None:
@@ -175,6 +178,30 @@ def use_haproxy(server: ServerSettings, cluster: RaySettings) -> None:
             "nodes can reach the replicas): pass --api-key or set SHOP_R1_API_KEY"
         )
     os.environ[HAPROXY_FLAG] = "1"
+    for name, value in haproxy_limits(server).items():
+        os.environ.setdefault(name, value)  # an operator's own value wins
+
+
+def haproxy_limits(server: ServerSettings) -> dict[str, str]:
+    """The service's connection limits as the variables Ray 2.60 renders into its HAProxy
+    configuration (read by the proxy actors when they start):
+
+    * ``tune.bufsize``: the header block HAProxy accepts is the buffer less its 1,024
+      reserved bytes, so ``--max-header-bytes`` holds (a larger block is answered 400);
+    * ``timeout client``: the longest pause of a client, sending its request or reading
+      its answer, is ``--body-timeout-seconds`` (Ray's default is an hour);
+    * ``maxconn``: ``--max-connections`` (default: 3/4 of the open-file limit); further
+      connections wait in the kernel's accept queue.
+
+    Ray leaves ``timeout http-request`` unset and offers no variable for it: the total time
+    of a header block is bounded only by a front (deploy/haproxy/front.cfg)."""
+    from reward_server.api.connection_limits import default_max_connections
+
+    return {
+        "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(server.max_header_bytes + HAPROXY_MAXREWRITE),
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(math.ceil(server.body_timeout_seconds)),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(server.max_connections or default_max_connections()),
+    }
 
 
 @dataclass
@@ -227,7 +254,10 @@ def deploy(server: ServerSettings, cluster: RaySettings, ready_timeout_s: float)
 
     from reward_server.ray_serve.app import build_application
 
-    serve.start(http_options={"host": server.host, "port": server.port})
+    # Serve's own request_timeout_s is left unset: its 408 keeps the connection open to a
+    # trickling client, while the app's bounds (api/upload_limits.py) close it.
+    serve.start(http_options={"host": server.host, "port": server.port,
+                              "keep_alive_timeout_s": server.keep_alive_seconds})
     replacing = cluster.app_name in serve.status().applications
     try:
         try:

@@ -213,4 +213,6 @@ def split_settings(values: Mapping[str, Any]) -> tuple[ServerSettings, RaySettin
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
     service = {k: v for k, v in values.items() if k in ServerSettings.model_fields}
     cluster = {k: v for k, v in values.items() if k in RaySettings.model_fields}
+    # Ray's HTTP servers, not this project's, read the requests: the app bounds uploads.
+    service["app_bounds_uploads"] = True
     return ServerSettings(**service).check(), RaySettings(**cluster)

@@ -242,3 +242,26 @@ def test_refused_with_retry_after_only_when_every_connection_is_past_its_upload(
     finally:
         uvicorn_server.should_exit = True
         thread.join(15)
+
+
+def test_the_app_bounds_uploads_behind_a_server_that_does_not():
+    """The Ray entries' case: plain uvicorn (no connection limits) in front of the app,
+    which bounds the upload itself; its 408 closes the connection, so the trickle does not
+    go on holding it."""
+    from tests.reliability.conftest import ThreadServer
+
+    settings = ServerSettings(model="none", app_bounds_uploads=True,
+                              rate_grace_seconds=GRACE_SECONDS, min_rate_bytes=MIN_RATE)
+    server = ThreadServer(create_app(settings)).start()
+    try:
+        before = dropped(server.url, "body_too_slow")
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(30)
+            sock.sendall(post_head(500))
+            answer = trickle(sock, 500)
+            assert sock.recv(1) == b""  # closed by the server, not left to the trickle
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        assert "under the minimum" in error_of(answer)["message"]
+        assert dropped(server.url, "body_too_slow") == before + 1
+    finally:
+        server.stop()
