@@ -276,7 +276,8 @@ def main() -> int:
     from reward_server.ray_serve.launch import start as start_ray
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    bodies = _write_bodies(workdir / "one.jsonl", rules_items(1000, seed=1))
+    # wrk cycles through these bodies; each is a distinct shopping step (under 1,000 exist).
+    bodies = _write_bodies(workdir / "one.jsonl", rules_items(500, seed=1))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     baseline_port, ray_port = free_port(), free_port()
     baseline = start([sys.executable, "-m", "reward_server.cli", "serve", "--model", "none",

@@ -7,6 +7,14 @@ have its prompt encoded a second time. A model replica therefore holds the first
 a key for ``window_s`` and submits every call of that key that arrived meanwhile as one
 scorer call (the scorer puts one call's items into one batch). The window costs each
 keyed call at most ``window_s`` of latency; a key that gathers ``max_items`` goes at once.
+
+Why not Serve's ``@serve.batch``: it has one window for every key, opened by a batch's
+first call, and runs one batch at a time, so a group's members that arrive while a batch
+is scored land in later batches, each with its own prompt encoding; and a caller cannot
+stop waiting at its own deadline. Measured by ``bench/bench_serve_features.py`` (a), in a
+real replica on the embedded model (CPU): 8 prompts x 4 samples sent one per call over 3 s
+cost 12.5 prompt encodings through ``@serve.batch`` against 9 through this coalescer (8x8
+within 0.2 s: 11 against 9; the ideal is 8).
 """
 
 from __future__ import annotations
@@ -79,8 +87,8 @@ class KeyedCoalescer(Generic[Item, Result]):
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, gathering: _Gathering[Item, Result]) -> None:
-        deadlines = gathering.deadlines
-        deadline = None if any(d is None for d in deadlines) else max(deadlines)  # type: ignore[type-var]
+        known = [d for d in gathering.deadlines if d is not None]
+        deadline = max(known) if len(known) == len(gathering.deadlines) else None
         try:
             results = list(await self._send(gathering.items, deadline))
             if len(results) != len(gathering.items):

@@ -85,7 +85,7 @@ class CertaintyModel(_Replica):
             raise ValueError("the model deployment needs a model setting (not 'none')")
         self._scorer: Scorer = scorer
         await self._scorer.start()
-        self._groups = (
+        self._groups: KeyedCoalescer[CertaintyRequest, CertaintyResult] | None = (
             KeyedCoalescer(self._scorer.score, group_window_ms / 1000, server.max_items_per_batch)
             if group_window_ms > 0
             else None
