@@ -12,14 +12,13 @@ out:  {"responses": [verify response JSON | {"status", "body"}], "aggregate": ..
 
 from __future__ import annotations
 
-import json
 import socket
-import sys
 import threading
 import time
 
 import httpx
 import uvicorn
+from driver_io import run
 from nemo_gym.config_types import BaseServerConfig
 from nemo_gym.global_config import ROLLOUT_INDEX_KEY_NAME, TASK_INDEX_KEY_NAME
 from nemo_gym.openai_utils import NeMoGymResponse
@@ -91,9 +90,4 @@ def main(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
-    spec_path, out_path = sys.argv[1:3]
-    with open(spec_path, encoding="utf-8") as handle:
-        spec = json.load(handle)
-    out = main(spec)
-    with open(out_path, "w", encoding="utf-8") as handle:
-        json.dump(out, handle)
+    run(main)

@@ -10,9 +10,7 @@ out:  {"validation": report, "episodes": [{"reset": obs, "steps": [step...], "st
 
 from __future__ import annotations
 
-import json
-import sys
-
+from driver_io import run
 from openenv.cli._validation import validate_running_environment
 from shop_r1_openenv import ShopR1Action, ShopR1Env
 
@@ -58,9 +56,4 @@ def main(spec: dict) -> dict:
 
 
 if __name__ == "__main__":
-    spec_path, out_path = sys.argv[1:3]
-    with open(spec_path, encoding="utf-8") as handle:
-        spec = json.load(handle)
-    out = main(spec)
-    with open(out_path, "w", encoding="utf-8") as handle:
-        json.dump(out, handle)
+    run(main)

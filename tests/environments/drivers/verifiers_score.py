@@ -9,10 +9,9 @@ out:  {"runs": [{"env", "taskset", "ids": [every task key, in order], "results":
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 
 import verifiers.v1 as vf
+from driver_io import run
 from verifiers.v1.graph import MessageNode
 from verifiers.v1.types import AssistantMessage, UserMessage
 
@@ -49,7 +48,7 @@ async def score(task, completion: str) -> dict:
     }
 
 
-async def run(spec: dict) -> dict:
+async def run_one(spec: dict) -> dict:
     config = vf.resolve_env_config(spec["env"])
     env = vf.load_environment(config)
     tasks = {task.key: task for task in env.taskset}
@@ -59,13 +58,8 @@ async def run(spec: dict) -> dict:
 
 
 async def main(spec: dict) -> dict:
-    return {"runs": [await run(one) for one in spec["runs"]]}
+    return {"runs": [await run_one(one) for one in spec["runs"]]}
 
 
 if __name__ == "__main__":
-    spec_path, out_path = sys.argv[1:3]
-    with open(spec_path, encoding="utf-8") as handle:
-        spec = json.load(handle)
-    out = asyncio.run(main(spec))
-    with open(out_path, "w", encoding="utf-8") as handle:
-        json.dump(out, handle)
+    run(lambda spec: asyncio.run(main(spec)))
