@@ -13,9 +13,9 @@ from typing import Any
 
 from client import RewardResult
 from reward_contract.certainty import approximate_reason
-from reward_contract.logs import LOG_KEYS, log_columns, log_row
+from reward_contract.logs import log_columns, log_row
 
-__all__ = ["LOG_KEYS", "component_lists", "flat_result", "log_fields", "mean"]
+__all__ = ["component_lists", "flat_result", "log_fields", "mean"]
 
 
 def log_fields(result: RewardResult, prompt_cut: bool = False) -> dict[str, float]:

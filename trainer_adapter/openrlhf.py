@@ -40,8 +40,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from client import ScoreItem
+from reward_contract.logs import LOG_KEYS
 from reward_contract.samples import SampleNames, check_lengths, openrlhf_sample
-from trainer_adapter._results import LOG_KEYS, component_lists
+from trainer_adapter._results import component_lists
 from trainer_adapter._settings import AdapterSettings, sync_client
 
 __all__ = ["build_items", "reward_func"]
