@@ -80,8 +80,9 @@ ERRORS = Counter("reward_errors_total", "requests answered with an error", ["kin
 # these never reach reward_request_seconds or reward_errors_total.
 CONNECTIONS_DROPPED = Counter(
     "reward_connections_dropped_total",
-    "connections the server closed itself (reason: connection_cap 503, header_timeout and"
-    " body_timeout 408, headers_too_large 431, evicted at the cap, stopped_reading)",
+    "connections or uploads the server cut itself (reason: connection_cap 503;"
+    " header_timeout, body_timeout, body_too_slow, request_deadline and evicted_upload 408;"
+    " headers_too_large 431; evicted idle at the cap; stopped_reading, answer_too_slow)",
     ["reason"],
 )
 QUEUE_DEPTH = Gauge(

@@ -190,18 +190,18 @@ def haproxy_limits(server: ServerSettings) -> dict[str, str]:
       reserved bytes, so ``--max-header-bytes`` holds (a larger block is answered 400);
     * ``timeout client``: the longest pause of a client, sending its request or reading
       its answer, is ``--body-timeout-seconds`` (Ray's default is an hour);
-    * ``maxconn``: ``--max-connections`` (default: 3/4 of the open-file limit); further
+    * ``maxconn``: ``--max-connections`` when it is given (else Ray's 4,096); further
       connections wait in the kernel's accept queue.
 
     Ray leaves ``timeout http-request`` unset and offers no variable for it: the total time
     of a header block is bounded only by a front (deploy/haproxy/front.cfg)."""
-    from reward_server.api.connection_limits import default_max_connections
-
-    return {
+    limits = {
         "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(server.max_header_bytes + HAPROXY_MAXREWRITE),
         "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(math.ceil(server.body_timeout_seconds)),
-        "RAY_SERVE_HAPROXY_MAXCONN": str(server.max_connections or default_max_connections()),
     }
+    if server.max_connections is not None:
+        limits["RAY_SERVE_HAPROXY_MAXCONN"] = str(server.max_connections)
+    return limits
 
 
 @dataclass
