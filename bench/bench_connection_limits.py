@@ -1,5 +1,6 @@
 """What the connection limits cost: the same app under uvicorn's own HTTP protocol and
-under the service's limited one (header size, header and body timeouts, connection cap).
+under the service's limited one (header size and time; each upload's deadline, minimum
+rate and pause; the answer's minimum rate and pause; the connection cap with eviction).
 
 Both servers serve ``bench/http_ceiling.py`` (a bare FastAPI endpoint, so the protocol is
 a visible share of each request) with identical uvicorn settings; ``wrk`` sends one-item
@@ -90,9 +91,10 @@ def main() -> int:
             http.stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
     medians = {side: statistics.median(values) for side, values in rates.items()}
-    print(f"{'side':<32}{'requests/s (median)':>22}")
+    print(f"{'side':<32}{'requests/s (median)':>22}  rounds")
     for side, value in medians.items():
-        print(f"{side:<32}{value:>22.0f}")
+        rounds = " ".join(f"{rate:.0f}" for rate in rates[side])
+        print(f"{side:<32}{value:>22.0f}  {rounds}")
     baseline, limited = medians.values()
     print(json.dumps({
         "bench": "connection_limits",
