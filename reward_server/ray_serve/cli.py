@@ -6,6 +6,12 @@ the cluster options of :class:`RaySettings`; each is also ``SHOP_R1_<OPTION>``. 
 trainer's own) and deploys beside what runs there. It returns when SIGTERM or SIGINT
 arrives, after the application drained (``--detach``: right after it is ready, leaving it
 running).
+
+Slow clients: the app itself cuts an upload past the request's deadline, under
+--min-rate-bytes or paused --body-timeout-seconds (408) on both entries. Header size,
+header time, answer reading and --max-connections hold only where the entry can keep
+them (HAProxy: header size, pauses, the cap; Serve's Python proxy: none of them): put
+deploy/haproxy/front.cfg in front (docs/SCALING.md, "Slow clients, per entry").
 """
 
 from __future__ import annotations
