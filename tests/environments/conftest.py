@@ -20,6 +20,7 @@ import pytest
 from shop_task import build_task
 from tests.conftest import REPO
 from tests.trainers import shopping
+from tests.trainers.conftest import smollm2_tokenizer, tokenizer_dir  # noqa: F401 (fixtures)
 
 DRIVERS = Path(__file__).resolve().parent / "drivers"
 VENVS = {

@@ -1,8 +1,9 @@
 """OpenEnv 0.3.0's own code (``.venv-openenv``): the Shop-R1 server started by this
 project's command (``shop-r1-openenv``, OpenEnv's app factory inside), played with
 OpenEnv's own client over whole recorded episodes (more than 200 steps), and checked by
-OpenEnv's own runtime validator. Every step's reward equals ``shop-r1-reward score`` on
-the same answer; malformed answers are format failures and the episode goes on."""
+OpenEnv's own runtime validator; and TRL's GRPOTrainer training a step on it through its
+``rollout_func``. Every step's reward equals ``shop-r1-reward score`` on the same answer;
+malformed answers are format failures and the episode goes on."""
 
 from __future__ import annotations
 
@@ -143,3 +144,30 @@ def test_unreachable_service_is_an_error_naming_it(task, tmp_path):
         }, tmp_path)
     assert len(out["errors"]) == 2 and all(closed in error for error in out["errors"]), out
     assert out["state"]["step_count"] == 0 and out["state"]["total_reward"] == 0.0
+
+
+def test_trl_grpo_step_through_the_environment(task, tokenizer_dir, tmp_path):
+    """TRL 1.16's OpenEnv path: GRPOTrainer's ``rollout_func`` plays the environment with
+    OpenEnv's client and the trainer's own model (a tiny random-weight Llama with
+    SmolLM2's tokenizer), one training step; the rewards TRL trains on are the
+    environment's, and each equals the CLI's on the generated answer."""
+    episode = task.episodes("train")[0]
+    generations = 4
+    with openenv_server(tmp_path) as url:
+        out = run_driver("openenv", "trl_openenv_grpo.py", {
+            "base_url": url, "tokenizer_dir": str(tokenizer_dir),
+            "episodes": [episode[0].episode_id], "num_generations": generations,
+            "max_new_tokens": 12, "output_dir": str(tmp_path / "grpo"),
+        }, tmp_path, timeout=600)
+    assert out["global_step"] == 1
+    played = out["played"]
+    assert len(played) == generations
+    assert {p["step_id"] for p in played} == {episode[0].id}  # each generation: the real step
+    expected = cli_scores(
+        [{"id": episode[0].id, "completion": p["completion"],
+          "ground_truth": episode[0].ground_truth} for p in played], tmp_path,
+    )
+    assert_same_as_cli([{"id": p["step_id"], **p} for p in played], expected)
+    (logged, *_) = out["log"]
+    mean = sum(p["reward"] for p in played) / generations
+    assert logged["rewards/env_reward/mean"] == pytest.approx(mean)
