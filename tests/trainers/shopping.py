@@ -7,6 +7,7 @@ import importlib.util
 import json
 from typing import Any
 
+from shop_task import TaskOptions
 from tests.conftest import DATA, REPO
 
 STEPS = DATA / "mind2web_shopping_steps.jsonl"
@@ -14,6 +15,11 @@ STEPS = DATA / "mind2web_shopping_steps.jsonl"
 LONG_PAGE = "".join(
     f'<li><a name="result_{i}">Lamp model {i} - $ {10 + i}.99</a></li>' for i in range(8)
 )
+
+
+# The task's prompts with the latest action and two distractors: at most ~310 tokens, so
+# that only the rows given LONG_PAGE exceed the trainer tests' 320-token prompt budget.
+COMPACT = TaskOptions(history="latest", distractors=2)
 
 
 def _shop_rows():
@@ -29,7 +35,7 @@ def rows(count: int, long_every: int = 0) -> list[dict[str, Any]]:
     so that no two prompts end alike."""
     shop_rows = _shop_rows()
     out = []
-    for index, row in enumerate(shop_rows.read_rows(STEPS, count)):
+    for index, row in enumerate(shop_rows.read_rows(STEPS, count, options=COMPACT)):
         user = row["prompt"][-1]["content"]
         if long_every and index % long_every == 0:
             user = f"Page: <ul>{LONG_PAGE}</ul>\n{user}"

@@ -27,7 +27,7 @@ from tests.trainers.conftest import cli_scores, run_driver, run_json_driver
 pytestmark = pytest.mark.slow
 
 RELEASE = "openrlhf-0.11.2"
-MAX_LEN, MAX_NEW_TOKENS = 352, 96  # prompts over 256 tokens are cut from the left
+MAX_LEN, MAX_NEW_TOKENS = 416, 96  # prompts over 320 tokens are cut from the left
 LOG_KEYS = {
     "format", "type", "attribute", "value", "format_ok",
     "self_certainty", "self_certainty_missing", "self_certainty_approximate",
