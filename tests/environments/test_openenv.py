@@ -32,30 +32,43 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def openenv_server(log_dir: Path, *args: str) -> Iterator[str]:
-    """``shop-r1-openenv`` on a free loopback port until /health answers; its URL."""
+    """``shop-r1-openenv`` on a free loopback port until /health answers; its URL. A port
+    taken by another process between its choice and the bind is chosen again."""
     program = venv_bin("openenv", "shop-r1-openenv")
-    port = free_port()
-    log = log_dir / f"openenv-{port}.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [str(program), "--port", str(port), *args], stdout=sink, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
+    for _ in range(3):
+        port = free_port()
+        log = log_dir / f"openenv-{port}.log"
+        with open(log, "wb") as sink:
+            process = subprocess.Popen(
+                [str(program), "--port", str(port), *args], stdout=sink, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{port}"
+        if wait_healthy(process, url, log):
+            break
+        assert "address already in use" in log.read_text(errors="replace"), log.read_text()
+    else:
+        raise AssertionError("no free port for the OpenEnv server in 3 tries")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.3)
         yield url
     finally:
         process.terminate()
         process.wait(30)
+
+
+def wait_healthy(process: subprocess.Popen, url: str, log: Path) -> bool:
+    """True once /health answers; False if the server exited first."""
+    deadline = time.monotonic() + 120
+    while process.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"not healthy in 120 s:\n{log.read_text(errors='replace')}")
+        time.sleep(0.3)
+    return False
 
 
 def episodes_covering(task, steps: int) -> list[list]:

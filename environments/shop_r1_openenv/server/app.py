@@ -9,7 +9,9 @@ Endpoints are OpenEnv's (``/ws`` sessions for ``EnvClient``, ``/reset``, ``/step
 Every option is also an environment variable (``--reward-url`` is ``SHOP_R1_REWARD_URL``,
 ``--split`` is ``SHOP_R1_OPENENV_SPLIT``, ...; see ``--help``), which is how the Docker
 image (``server/Dockerfile``) and ``uvicorn shop_r1_openenv.server.app:app`` are set up.
-Without a reward URL the rules core scores in the server's process.
+Without a reward URL the rules core scores in the server's process. Run it as the
+installed package, not from this folder: there OpenEnv's ``client.py`` would stand in
+for the project's ``client`` package that the scorer imports.
 """
 
 from __future__ import annotations
@@ -24,12 +26,8 @@ from openenv.core.env_server.http_server import create_app
 from shop_r1_env import ScorerSettings, ScoringFields, TaskFields, TaskSource, make_scorer
 from shop_r1_env.rows import build
 
-try:
-    from ..models import ShopR1Action, ShopR1Observation
-    from .shop_r1_environment import EpisodeBook, ShopR1Environment
-except ImportError:  # run from the environment's folder (OpenEnv's `server.app:app`)
-    from models import ShopR1Action, ShopR1Observation
-    from server.shop_r1_environment import EpisodeBook, ShopR1Environment
+from ..models import ShopR1Action, ShopR1Observation
+from .shop_r1_environment import EpisodeBook, ShopR1Environment
 
 ENV_NAME = "shop_r1"
 

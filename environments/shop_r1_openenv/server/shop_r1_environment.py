@@ -27,10 +27,7 @@ from shop_r1_env import Scorer
 
 from client import RewardResult, ScoreItem
 
-try:
-    from ..models import ShopR1Action, ShopR1Observation, ShopR1State
-except ImportError:  # run from the environment's folder (OpenEnv's `server.app:app`)
-    from models import ShopR1Action, ShopR1Observation, ShopR1State
+from ..models import ShopR1Action, ShopR1Observation, ShopR1State
 
 
 class EpisodeBook:
