@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from copy import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -179,15 +180,17 @@ class ScorerSettings(BaseModel):
     max_items_per_batch: int = Field(64, gt=0, description="items in one model batch")
 
     def with_values(self, **values: float) -> ScorerSettings:
-        """These scorer settings (only these, also from a :class:`ServerSettings`) with
-        ``values`` replaced, validated; an unknown name is refused."""
-        current = {name: getattr(self, name) for name in ScorerSettings.model_fields}
-        return ScorerSettings.model_validate({**current, **values})
+        """These settings with ``values`` replaced, validated; an unknown name is refused."""
+        return ScorerSettings.model_validate({**self.model_dump(), **values})
 
 
-# The scorer's fields come from its base (flags --max-batch-tokens, ...), so their
-# defaults and bounds have one home.
-class ServerSettings(BaseSettings, ScorerSettings):
+def _scorer_setting(name: str) -> Any:
+    """A :class:`ScorerSettings` field (default, bounds, description) for another model to
+    carry as its own flag: both read the one definition."""
+    return copy(ScorerSettings.model_fields[name])
+
+
+class ServerSettings(BaseSettings):
     """Settings of ``shop-r1-reward serve``, from one model: command-line flags win over
     ``SHOP_R1_<NAME>`` environment variables, which win over the defaults. Built once by
     the entry point and passed down; nothing below it reads the environment."""
@@ -225,6 +228,10 @@ class ServerSettings(BaseSettings, ScorerSettings):
         description="deadline of a request, its upload included (X-Request-Timeout may ask"
         " for less); at the default a 64 MiB body needs a link of about 8 Mbit/s or faster",
     )
+    max_batch_tokens: int = _scorer_setting("max_batch_tokens")
+    max_queue_items: int = _scorer_setting("max_queue_items")
+    max_wait_ms: float = _scorer_setting("max_wait_ms")
+    max_items_per_batch: int = _scorer_setting("max_items_per_batch")
     on_certainty_failure: Literal["null", "error"] = Field(
         "null", description="a failed model: null self-certainty with a reason, or a 503"
     )
@@ -279,6 +286,13 @@ class ServerSettings(BaseSettings, ScorerSettings):
                 raise ValueError(f"api_key_file {self.api_key_file!r} is empty")
             object.__setattr__(self, "api_key", key)
         return self
+
+    @property
+    def scorer(self) -> ScorerSettings:
+        """The model scorer's settings among these."""
+        return ScorerSettings.model_validate(
+            {name: getattr(self, name) for name in ScorerSettings.model_fields}
+        )
 
     @property
     def loopback_only(self) -> bool:

@@ -81,7 +81,7 @@ def scorer_for(settings: ServerSettings, observer: BatchObserver) -> CertaintySc
         settings.model,
         settings.device,
         str(Path(settings.cache_dir).expanduser()),
-        settings=settings,
+        settings=settings.scorer,
         observer=observer,
         reload_root=settings.reload_root,
     )
