@@ -588,13 +588,18 @@ def _tokenizer_dir(args) -> str:
 
 
 # ---------------------------------------------------------------------------- driver
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_workload_args(ap: argparse.ArgumentParser) -> None:
+    """The workload's shape and repeats, the same flags here and in bench_certainty_vllm."""
     ap.add_argument("--prompt-tokens", type=int, default=1500)
     ap.add_argument("--group", type=int, default=8, help="completions per prompt")
     ap.add_argument("--completion-tokens", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_args(ap)
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--model",

