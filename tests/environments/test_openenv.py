@@ -71,6 +71,14 @@ def wait_healthy(process: subprocess.Popen, url: str, log: Path) -> bool:
     return False
 
 
+@pytest.fixture(scope="module")
+def env_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server with the default options (rules core in-process), for the tests that
+    pick their episodes by id."""
+    with openenv_server(tmp_path_factory.mktemp("openenv")) as url:
+        yield url
+
+
 def episodes_covering(task, steps: int) -> list[list]:
     """The first train episodes, in the task's order, until they hold ``steps`` steps."""
     chosen, total = [], 0
@@ -82,17 +90,16 @@ def episodes_covering(task, steps: int) -> list[list]:
     return chosen
 
 
-def test_whole_episodes_with_openenv_client(task, tmp_path):
+def test_whole_episodes_with_openenv_client(task, env_server, tmp_path):
     episodes = episodes_covering(task, STEPS)
     rows = [row for episode in episodes for row in episode]
     answers = {row.id: answer(row, k) for k, row in enumerate(rows)}
     # Every third step carries the trainer's own self-certainty (in-process: provided).
     certainties = {row.id: 1.25 + k / 100 for k, row in enumerate(rows) if k % 3 == 0}
-    with openenv_server(tmp_path) as url:
-        out = run_driver("openenv", "openenv_play.py", {
-            "base_url": url, "episodes": [e[0].episode_id for e in episodes],
-            "answers": answers, "self_certainty": certainties,
-        }, tmp_path)
+    out = run_driver("openenv", "openenv_play.py", {
+        "base_url": env_server, "episodes": [e[0].episode_id for e in episodes],
+        "answers": answers, "self_certainty": certainties,
+    }, tmp_path)
 
     assert out["validation"]["passed"], out["validation"]
     played = []
@@ -159,19 +166,18 @@ def test_unreachable_service_is_an_error_naming_it(task, tmp_path):
     assert out["state"]["step_count"] == 0 and out["state"]["total_reward"] == 0.0
 
 
-def test_trl_grpo_step_through_the_environment(task, tokenizer_dir, tmp_path):
+def test_trl_grpo_step_through_the_environment(task, env_server, tokenizer_dir, tmp_path):
     """TRL 1.16's OpenEnv path: GRPOTrainer's ``rollout_func`` plays the environment with
     OpenEnv's client and the trainer's own model (a tiny random-weight Llama with
     SmolLM2's tokenizer), one training step; the rewards TRL trains on are the
     environment's, and each equals the CLI's on the generated answer."""
     episode = task.episodes("train")[0]
     generations = 4
-    with openenv_server(tmp_path) as url:
-        out = run_driver("openenv", "trl_openenv_grpo.py", {
-            "base_url": url, "tokenizer_dir": str(tokenizer_dir),
-            "episodes": [episode[0].episode_id], "num_generations": generations,
-            "max_new_tokens": 12, "output_dir": str(tmp_path / "grpo"),
-        }, tmp_path, timeout=600)
+    out = run_driver("openenv", "trl_openenv_grpo.py", {
+        "base_url": env_server, "tokenizer_dir": str(tokenizer_dir),
+        "episodes": [episode[0].episode_id], "num_generations": generations,
+        "max_new_tokens": 12, "output_dir": str(tmp_path / "grpo"),
+    }, tmp_path, timeout=600)
     assert out["global_step"] == 1
     played = out["played"]
     assert len(played) == generations
