@@ -77,10 +77,11 @@ def evaluate(
     pairs: Iterable[tuple[ParsedCompletion | FormatFailure, Action]], threshold: float = 0.75
 ) -> EvalMetrics:
     """Section-6 metrics over ``(outcome, ground_truth)`` pairs."""
-    support = dict.fromkeys(ACTION_TYPES, 0)
-    predicted = dict.fromkeys(ACTION_TYPES, 0)
-    type_hits = dict.fromkeys(ACTION_TYPES, 0)
-    exact_hits = dict.fromkeys(ACTION_TYPES, 0)
+    # Keyed by the action types; read with an Action's type, a plain str.
+    support: dict[str, int] = dict.fromkeys(ACTION_TYPES, 0)
+    predicted: dict[str, int] = dict.fromkeys(ACTION_TYPES, 0)
+    type_hits: dict[str, int] = dict.fromkeys(ACTION_TYPES, 0)
+    exact_hits: dict[str, int] = dict.fromkeys(ACTION_TYPES, 0)
     valid = 0
     for outcome, truth in pairs:
         support[truth.type] += 1
