@@ -17,7 +17,12 @@ carries start-up costs) and each variant's ratio to the baseline, then one JSON 
 Values are not compared here: ``tests/train/test_stages.py`` checks that the policy's
 value equals the service's for the same weights.
 
-    python bench/bench_certainty_source.py [--model embedded] [--steps 4] [--reload-every 2]
+    python bench/bench_certainty_source.py --model runs/sft [--steps 4] [--reload-every 2]
+
+``--model`` should be a policy that answers in the task's format (an SFT checkpoint,
+``shop-r1-train sft``): the base model answers in prose, its answers fail the format, and
+no self-certainty is computed for them, so every variant would cost the same. The JSON
+line reports the share of well-formed answers each variant saw.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ from shop_task import build_task  # noqa: E402
 from shop_train.grpo import GRPOSettings, run_grpo  # noqa: E402
 from shop_train.local_service import local_service  # noqa: E402
 from shop_train.policy import policy_dir  # noqa: E402
+
+
+def format_ok_share(summary: dict) -> float:
+    steps = [s for s in summary["steps"] if "format_failure" in s]
+    return 1 - statistics.mean(s["format_failure"] for s in steps) if steps else 0.0
 
 
 def step_seconds(summary: dict) -> float:
@@ -63,6 +73,7 @@ def main() -> int:
         reload_every=args.reload_every,
     )
     seconds: dict[str, float] = {}
+    well_formed: dict[str, float] = {}
     extra: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -71,6 +82,7 @@ def main() -> int:
                 settings = replace(base, certainty=source)
                 summary = run_grpo(policy, work / source, rows, url, settings)
                 seconds[source] = step_seconds(summary)
+                well_formed[source] = format_ok_share(summary)
         key = secrets.token_hex(16)
         served = ("--reload-root", str(work), "--api-key", key)
         with local_service(str(policy), extra_args=served) as url:
@@ -78,6 +90,7 @@ def main() -> int:
                 policy, work / "service", rows, url, replace(base, certainty="service"), key
             )
             seconds["service"] = step_seconds(summary)
+            well_formed["service"] = format_ok_share(summary)
             extra["reload_seconds_per_reload"] = summary["reload_seconds"] / max(
                 summary["reloads"], 1
             )
@@ -89,7 +102,7 @@ def main() -> int:
         "ratio_vs_baseline": seconds["policy"] / seconds["none"],
         "ratio_service_vs_baseline": seconds["service"] / seconds["none"],
         "baseline": "GRPO steps without self-certainty",
-        "seconds_per_step": seconds, **extra,
+        "seconds_per_step": seconds, "well_formed_share": well_formed, **extra,
         "steps": args.steps, "reload_every": args.reload_every,
         "group_size": args.group_size, "model": args.model,
     }))
