@@ -16,6 +16,10 @@ Self-certainty, the policy's own signal, comes from one of:
 * ``none``: no self-certainty.
 
 A profile whose alpha is 0 (``binary``, ``no_self_certainty``) computes none.
+``policy`` is the default although ``bench/bench_certainty_source.py`` measured it dearer
+on a CPU (1.51x a step without self-certainty, against 0.97x plus 1.9 s per reload for
+``service``; docs/RESULTS.md): it is always the sampling weights' value, and it needs no
+model, reload key or shared filesystem on the service's side.
 Every step logs the reward, each component (``shop_r1/<component>``), the format-failure
 rate (``shop_r1/format_failure``) and the share of ``terminate`` predictions
 (``shop_r1/terminate_share``).
