@@ -20,9 +20,9 @@ A profile whose alpha is 0 (``binary``, ``no_self_certainty``) computes none.
 on a CPU (1.51x a step without self-certainty, against 0.97x plus 1.9 s per reload for
 ``service``; docs/RESULTS.md): it is always the sampling weights' value, and it needs no
 model, reload key or shared filesystem on the service's side.
-Every step logs the reward, each component (``shop_r1/<component>``), the format-failure
-rate (``shop_r1/format_failure``) and the share of ``terminate`` predictions
-(``shop_r1/terminate_share``).
+Every step logs, through the adapter, the reward, each component (``shop_r1/<component>``),
+the share of well-formed answers (``shop_r1/format_ok``) and of ``terminate`` predictions
+(``shop_r1/terminate_share``), all from the service's own reading of the answers.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reward_server.config import PROFILES
-from reward_server.rewards import FormatFailure, parse_completion
 from shop_task import TaskRow
 from shop_task.rows import chat_row
 from shop_train.policy import bf16_supported, sample_rows
@@ -67,22 +66,9 @@ class GRPOSettings:
     device: str = "cpu"
 
 
-def completion_stats(texts: Sequence[str]) -> dict[str, float]:
-    """Format-failure rate and ``terminate`` share of a batch of answers."""
-    outcomes = [parse_completion(text) for text in texts]
-    failed = sum(isinstance(outcome, FormatFailure) for outcome in outcomes)
-    terminate = sum(
-        not isinstance(outcome, FormatFailure) and outcome.action.type == "terminate"
-        for outcome in outcomes
-    )
-    count = max(len(texts), 1)
-    return {"format_failure": failed / count, "terminate_share": terminate / count}
-
-
 def make_reward_function(certainty: PolicyCertainty | None) -> Any:
     """TRL reward function: :func:`trainer_adapter.trl.shop_r1_reward`, with the policy's
-    self-certainty attached when ``certainty`` is given, and the two batch statistics
-    logged."""
+    self-certainty attached when ``certainty`` is given."""
 
     async def shop_r1(
         prompts: Sequence[Any] | None = None,
@@ -90,15 +76,11 @@ def make_reward_function(certainty: PolicyCertainty | None) -> Any:
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float | None]:
-        texts = [text_of(completion) for completion in completions]
         if certainty is not None:
             if prompts is None:
                 raise ValueError("the policy's self-certainty needs the prompts")
+            texts = [text_of(completion) for completion in completions]
             kwargs["self_certainty"] = certainty(prompts, texts)
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            for name, value in completion_stats(texts).items():
-                log_metric(PREFIX + name, value)
         return await shop_r1_reward(prompts, completions, completion_ids, **kwargs)
 
     return shop_r1
@@ -231,8 +213,9 @@ def run_grpo(
 
 
 def step_log(history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-    """One entry per logged GRPO step: the reward, the ``shop_r1/*`` statistics and the
-    step's seconds."""
+    """One entry per logged GRPO step: the reward, the ``shop_r1/*`` statistics the adapter
+    logs (``terminate_share`` among them), the format-failure rate (``1 - format_ok``) and
+    the step's seconds."""
     steps = []
     for entry in history:
         if "reward" not in entry or "step" not in entry:
@@ -241,5 +224,7 @@ def step_log(history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         if "step_time" in entry:
             keep["step_time"] = entry["step_time"]
         keep.update({k[len(PREFIX):]: v for k, v in entry.items() if k.startswith(PREFIX)})
+        if "format_ok" in keep:
+            keep["format_failure"] = 1 - keep["format_ok"]
         steps.append(keep)
     return steps

@@ -17,7 +17,8 @@ retry (unreachable, overloaded, deadline); never 0.0 in its place. A bad request
 invalid ground truth) raises: it is a data bug that retrying cannot fix.
 
 Components are logged through TRL's ``log_metric`` as ``shop_r1/<component>`` means
-(``format``, ``type``, ``attribute``, ``value``, ``score``, ``format_ok``, ``unscored``;
+(``format``, ``type``, ``attribute``, ``value``, ``score``, ``format_ok``, ``unscored``,
+``terminate_share`` (the share of answers that leave: the reward-hacking signal);
 ``self_certainty`` over the completions that have one, ``self_certainty_missing`` the
 share without, ``self_certainty_approximate`` the share of values computed without the
 prompt) and, per sample, through ``log_extra`` (``action_type``, ``format_error``).
@@ -88,6 +89,9 @@ def log_components(
             log_metric(METRIC_PREFIX + name, mean([getattr(r.components, name) for r in results]))
         log_metric(METRIC_PREFIX + "score", mean([r.score for r in results]))
         log_metric(METRIC_PREFIX + "format_ok", mean([float(r.format_ok) for r in results]))
+        # The reward-hacking signal of a policy that learns to leave early (no DARS).
+        leaving = [float(r.action is not None and r.action["type"] == "terminate") for r in results]
+        log_metric(METRIC_PREFIX + "terminate_share", mean(leaving))
         present = [r for r in results if r.components.self_certainty is not None]
         if present:  # the mean over the completions that have one, never a mean with gaps
             values = [r.components.self_certainty for r in present]

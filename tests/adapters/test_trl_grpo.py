@@ -130,6 +130,7 @@ def test_plain_script_use_and_none_when_unreachable(rules_server, monkeypatch):
     )
     assert rewards == pytest.approx([0.8, 0.5])
     assert metrics["shop_r1/format"] == 0.5 and metrics["shop_r1/type"] == pytest.approx(0.15)
+    assert metrics["shop_r1/terminate_share"] == 1.0
 
     monkeypatch.setenv("SHOP_R1_REWARD_URL", "http://127.0.0.1:9")  # discard port: refused
     monkeypatch.setenv("SHOP_R1_REWARD_MAX_ATTEMPTS", "2")

@@ -11,7 +11,7 @@ import pytest
 
 from shop_task import build_task
 from shop_train.evaluate import score_answers
-from shop_train.grpo import GRPOSettings, adapter_environment, completion_stats
+from shop_train.grpo import GRPOSettings, adapter_environment, step_log
 from shop_train.rationales import load_rationales, sft_target, stand_in_rationale
 
 
@@ -51,12 +51,16 @@ def test_evaluation_metrics_on_known_predictions(rows):
     assert metrics["per_type"]["terminate"]["predicted"] == 1
 
 
-def test_grpo_batch_statistics():
-    stats = completion_stats([
-        answer({"type": "terminate"}), answer({"type": "terminate"}),
-        answer({"type": "click", "name": "Cart"}), '{"rationale": "no action"}',
-    ])
-    assert stats == {"format_failure": 0.25, "terminate_share": 0.5}
+def test_grpo_step_log_keeps_the_adapters_statistics():
+    history = [
+        {"loss": 0.1, "step": 1},
+        {"reward": 1.5, "step": 1, "step_time": 2.0, "kl": 0.01, "shop_r1/format_ok": 0.75,
+         "shop_r1/terminate_share": 0.5, "shop_r1/value": 1.0},
+    ]
+    assert step_log(history) == [{
+        "step": 1, "reward": 1.5, "step_time": 2.0, "format_ok": 0.75, "terminate_share": 0.5,
+        "value": 1.0, "format_failure": 0.25,
+    }]
 
 
 def test_sft_targets_are_the_real_action_with_a_rationale(rows, tmp_path):
