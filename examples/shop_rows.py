@@ -16,17 +16,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 from shop_task import DEFAULT_STEPS_PATH, TaskOptions, build_task
+from shop_task.builder import Split
 from shop_task.rows import chat_row, write_format
 
 
 def read_rows(
     path: str | Path = DEFAULT_STEPS_PATH,
     limit: int | None = None,
-    split: str = "train",
+    split: Split = "train",
     options: TaskOptions | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The first ``limit`` rows of the task's ``split`` built from ``path``."""
-    rows = build_task(path, options).split(split)  # type: ignore[arg-type]
+    rows = build_task(path, options).split(split)
     yield from map(chat_row, rows[:limit])
 
 

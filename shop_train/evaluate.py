@@ -65,18 +65,17 @@ def score_answers(answers: Sequence[str], rows: Sequence[TaskRow]) -> dict[str, 
     rate, its reasons and the share of ``terminate`` predictions."""
     outcomes = [parse_completion(answer) for answer in answers]
     truths = [parse_ground_truth(row.ground_truth) for row in rows]
-    metrics = evaluate(zip(outcomes, truths, strict=True)).as_dict()
-    count = max(len(outcomes), 1)
+    metrics = evaluate(zip(outcomes, truths, strict=True))
     failures = Counter(o.reason for o in outcomes if isinstance(o, FormatFailure))
-    terminate = sum(
-        not isinstance(o, FormatFailure) and o.action.type == "terminate" for o in outcomes
-    )
-    metrics.update(
-        format_failure_rate=sum(failures.values()) / count,
+    report = metrics.as_dict()
+    report.update(
+        format_failure_rate=1 - metrics.format_valid_rate if metrics.count else 0.0,
         format_failure_reasons=dict(failures.most_common()),
-        terminate_share=terminate / count,
+        terminate_share=(
+            metrics.per_type["terminate"].predicted / metrics.count if metrics.count else 0.0
+        ),
     )
-    return metrics
+    return report
 
 
 def run_eval(

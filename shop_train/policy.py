@@ -22,14 +22,10 @@ def policy_dir(model: str, cache_dir: str = DEFAULT_CACHE_DIR) -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` is ``cuda`` where a GPU is visible, else ``cpu``."""
-    import torch
+    """``auto`` is ``cuda`` where a GPU is visible, else ``cpu`` (the service's rule)."""
+    from reward_server.certainty.model_loading import resolve_device as service_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is visible")
-    return device
+    return service_device(device)
 
 
 def bf16_supported(device: str) -> bool:
@@ -50,15 +46,15 @@ def sample_rows(rows: Sequence[T], count: int | None, seed: int) -> list[T]:
 
 
 def load_policy(folder: str | Path, device: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """A causal LM and its tokenizer (left padding, for batched generation)."""
+    """A causal LM in ``dtype`` and its tokenizer (left padding, for batched generation),
+    loaded as the service loads its scoring model (one model build at a time per process)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    from reward_server.certainty.model_loading import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(Path(folder), device)
+    model.to(getattr(torch, dtype))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))
-    model.to(device)
-    model.eval()
     return model, tokenizer
